@@ -7,5 +7,10 @@
 //! - [`protobuf`]: decoding `application/vnd.kubernetes.protobuf` request bodies.
 
 pub mod catalog;
+pub mod patch;
+pub mod selectors;
 
 
+pub mod protobuf;
+pub mod defaults;
+pub mod validation;

@@ -1,1 +1,135 @@
-//! navarch-apiserver
+//! navarch-apiserver: a Kubernetes-compatible API server.
+//!
+//! One generic REST handler ([`handler`]) serves every resource in the catalog,
+//! driven by per-resource strategies ([`strategy`]) over a generic registry
+//! ([`registry`]) that persists objects in a revisioned [`navarch_store::Store`].
+//! Watches are fed by one decoded event stream per resource ([`watchcache`]).
+
+pub mod alloc;
+pub mod auth;
+pub mod body;
+pub mod discovery;
+pub mod error;
+pub mod handler;
+pub mod object;
+pub mod openapi;
+pub mod patch;
+pub mod pki;
+pub mod printers;
+pub mod registry;
+pub mod request;
+pub mod server;
+pub mod strategy;
+pub mod subresources;
+pub mod watch;
+pub mod watchcache;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use navarch_api::catalog;
+use navarch_store::Store;
+use serde_json::json;
+
+/// How to run the API server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub bind_address: std::net::IpAddr,
+    pub https_port: u16,
+    /// Extra names/IPs for the serving certificate.
+    pub tls_sans: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("pki: {0}")]
+    Pki(#[from] pki::PkiError),
+    #[error("store: {0}")]
+    Store(#[from] navarch_store::StoreError),
+    #[error("api: {0}")]
+    Api(#[from] error::ApiError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A started API server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub kubeconfig: PathBuf,
+    pub app: Arc<handler::App>,
+}
+
+/// The namespaces every cluster has.
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+async fn bootstrap(reg: &registry::Registry) -> Result<(), error::ApiError> {
+    let opts = registry::WriteOptions::default();
+    if let Some(ns_rt) = catalog::by_plural("", "v1", "namespaces") {
+        for ns in SYSTEM_NAMESPACES {
+            let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+            match reg.create(ns_rt, None, obj, &opts).await {
+                Ok(_) => {}
+                Err(e) if e.code == 409 => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if let Some(svc) = catalog::by_plural("", "v1", "services") {
+        let obj = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                         "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"clusterIP": "10.43.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}
+        });
+        match reg.create(svc, Some("default"), obj, &opts).await {
+            Ok(_) => {}
+            Err(e) if e.code == 409 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Open the store, prepare certificates and kubeconfig, and start serving.
+pub async fn start(cfg: ServerConfig, store: Arc<dyn Store>) -> Result<Running, ServerError> {
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let pki = pki::Pki::load_or_create(&cfg.data_dir.join("pki"), &cfg.tls_sans)?;
+    let tls = pki.server_config()?;
+    let registry = registry::Registry::new(store.clone()).await?;
+    bootstrap(&registry).await?;
+    let auth = auth::Authenticator::load(&cfg.data_dir.join("tokens.csv"))?;
+    let app = Arc::new(handler::App {
+        registry,
+        discovery: discovery::Discovery::build(),
+        openapi: openapi::OpenApiDocs::build(),
+        auth,
+    });
+    let listener = tokio::net::TcpListener::bind((cfg.bind_address, cfg.https_port)).await?;
+    let addr = listener.local_addr()?;
+    let host = if cfg.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { cfg.bind_address.to_string() };
+    let kubeconfig = cfg.data_dir.join("kubeconfig");
+    let text = pki.kubeconfig(&format!("https://{host}:{}", addr.port()), "admin", &pki.admin);
+    pki::write_private(&kubeconfig, text.as_bytes())?;
+    tokio::spawn(server::serve(listener, tls, app.clone()));
+    tokio::spawn(compactor(store));
+    tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server listening");
+    Ok(Running { addr, kubeconfig, app })
+}
+
+/// Every five minutes, compact history older than the revision seen five minutes
+/// earlier (upstream's default compaction interval).
+async fn compactor(store: Arc<dyn Store>) {
+    let period = std::time::Duration::from_secs(300);
+    let mut previous = store.current_revision();
+    loop {
+        tokio::time::sleep(period).await;
+        if previous > store.compacted_revision() {
+            if let Err(e) = store.compact(previous).await {
+                tracing::warn!(error = %e, "compaction failed");
+            }
+        }
+        previous = store.current_revision();
+    }
+}

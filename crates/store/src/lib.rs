@@ -57,6 +57,8 @@ pub enum Precondition {
     /// The key must not exist (create).
     MustNotExist,
     /// The key must exist with exactly this `mod_revision` (compare-and-swap).
+    /// A put on a missing key fails with `Conflict { current: None }`; a delete
+    /// of a missing key fails with `NotFound`.
     ModRevision(Revision),
 }
 
@@ -70,9 +72,15 @@ pub enum StoreError {
     #[error("precondition failed: key was modified")]
     Conflict { current: Option<KeyValue> },
     #[error("revision {requested} has been compacted (compacted at {compacted})")]
-    Compacted { requested: Revision, compacted: Revision },
+    Compacted {
+        requested: Revision,
+        compacted: Revision,
+    },
     #[error("revision {requested} is in the future (current {current})")]
-    FutureRevision { requested: Revision, current: Revision },
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
+    },
     #[error("watcher fell too far behind and was cancelled")]
     WatchLagged,
     #[error("store is closed")]
@@ -107,8 +115,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Keys in `[start, end)` in key order as of `revision` (0 = latest), at most
     /// `limit` of them (0 = no limit).
-    async fn range(&self, start: &str, end: &str, revision: Revision, limit: usize)
-        -> Result<RangeResult>;
+    async fn range(
+        &self,
+        start: &str,
+        end: &str,
+        revision: Revision,
+        limit: usize,
+    ) -> Result<RangeResult>;
 
     /// Write `value` at `key` if `pre` holds; returns the stored key-value (with its new
     /// `mod_revision`). Acknowledged writes are durable.
@@ -119,7 +132,9 @@ pub trait Store: Send + Sync + 'static {
     async fn delete(&self, key: &str, pre: Precondition) -> Result<KeyValue>;
 
     /// Every change to keys starting with `prefix` with `mod_revision > after`, then
-    /// live changes. `after` = 0 means "from now".
+    /// live changes. `after` = 0 means "from now"; an `after` in the future simply
+    /// waits for that revision. `after` below the compacted revision fails with
+    /// [`StoreError::Compacted`].
     fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream>;
 
     /// The latest revision.
@@ -129,7 +144,9 @@ pub trait Store: Send + Sync + 'static {
     /// below this has been compacted away, except the latest value of each key).
     fn compacted_revision(&self) -> Revision;
 
-    /// Drop history at or below `revision`.
+    /// Drop history at or below `revision`. Fails with `FutureRevision` beyond
+    /// the current revision and `Compacted` below the compacted revision; the
+    /// compacted revision itself is a no-op.
     async fn compact(&self, revision: Revision) -> Result<()>;
 }
 

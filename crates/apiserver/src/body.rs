@@ -1,0 +1,166 @@
+//! Request bodies: JSON, YAML or Kubernetes protobuf in; a type-checked object out,
+//! with unknown fields handled per `fieldValidation`.
+
+use axum::http::HeaderMap;
+use navarch_api::catalog::ResourceType;
+use serde_json::{Map, Value};
+
+use crate::error::{ApiError, ApiResult};
+
+/// Largest request body accepted (upstream: 3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldValidation {
+    Ignore,
+    Warn,
+    Strict,
+}
+
+impl FieldValidation {
+    pub fn parse(v: Option<&str>) -> ApiResult<FieldValidation> {
+        match v {
+            None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+            Some("Ignore") => Ok(FieldValidation::Ignore),
+            Some("Strict") => Ok(FieldValidation::Strict),
+            Some(o) => Err(ApiError::bad_request(format!(
+                "fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\", got {o:?}"
+            ))),
+        }
+    }
+}
+
+pub fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// Decode a JSON or YAML document into a JSON value.
+pub fn parse_document(ct: &str, body: &[u8]) -> ApiResult<Value> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("the request body is empty"));
+    }
+    if ct.contains("yaml") {
+        let v: Value = yaml_serde::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+        Ok(v)
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))
+    }
+}
+
+/// Decode an object body (create/update).
+pub fn decode_object(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
+    let ct = content_type(headers);
+    match ct.as_str() {
+        "application/vnd.kubernetes.protobuf" => navarch_api::protobuf::decode(body)
+            .map_err(|e| ApiError::bad_request(format!("the body of the request was in an unknown format: {e}"))),
+        "" | "application/json" | "application/yaml" | "application/x-yaml" | "text/yaml"
+        | "application/apply-patch+yaml" | "*/*" => parse_document(&ct, body),
+        other => Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {other})"
+        ))),
+    }
+}
+
+/// Check the object's apiVersion/kind against the URL, type-check it through the
+/// kind's typed struct, and apply field validation. Returns the normalised object
+/// and any warnings.
+pub fn normalize(rt: &ResourceType, mut obj: Value, fv: FieldValidation) -> ApiResult<(Value, Vec<String>)> {
+    let Some(map) = obj.as_object_mut() else {
+        return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+    };
+    match map.get("kind").and_then(Value::as_str) {
+        Some(k) if !k.is_empty() && k != rt.kind => {
+            return Err(ApiError::bad_request(format!(
+                "the kind of the provided object ({k}) does not match the resource ({}, kind {})",
+                rt.qualified_plural(),
+                rt.kind
+            )))
+        }
+        _ => {}
+    }
+    match map.get("apiVersion").and_then(Value::as_str) {
+        Some(v) if !v.is_empty() && v != rt.api_version => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({})",
+                rt.api_version
+            )))
+        }
+        _ => {}
+    }
+    map.insert("kind".into(), Value::String(rt.kind.into()));
+    map.insert("apiVersion".into(), Value::String(rt.api_version.into()));
+    let typed = (rt.roundtrip)(obj.clone()).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {e}",
+            rt.kind, rt.version, rt.kind
+        ))
+    })?;
+    let mut unknown = Vec::new();
+    if fv != FieldValidation::Ignore {
+        unknown_fields(&obj, &typed, "", &mut unknown);
+    }
+    let mut warnings = Vec::new();
+    if !unknown.is_empty() {
+        match fv {
+            FieldValidation::Strict => {
+                let list: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+                return Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", "))));
+            }
+            FieldValidation::Warn => {
+                warnings.extend(unknown.iter().map(|f| format!("unknown field \"{f}\"")));
+            }
+            FieldValidation::Ignore => {}
+        }
+    }
+    Ok((typed, warnings))
+}
+
+/// Fields present (and non-null) in `orig` but absent from the typed round trip.
+fn unknown_fields(orig: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
+    match (orig, typed) {
+        (Value::Object(o), Value::Object(t)) => {
+            for (k, v) in o {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                match t.get(k) {
+                    Some(tv) => unknown_fields(v, tv, &p, out),
+                    None if v.is_null() => {}
+                    None if is_empty_container(v) => {}
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(o), Value::Array(t)) => {
+            for (i, (ov, tv)) in o.iter().zip(t.iter()).enumerate() {
+                unknown_fields(ov, tv, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn is_empty_container(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
+/// DeleteOptions from a DELETE body (may be empty).
+pub fn delete_options(body: &[u8]) -> ApiResult<Value> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(Value::Object(Map::new()));
+    }
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request("invalid DeleteOptions: not an object"));
+    }
+    Ok(v)
+}

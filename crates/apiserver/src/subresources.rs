@@ -1,0 +1,171 @@
+//! Subresources with their own shapes: scale, binding, eviction.
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use navarch_api::catalog;
+use navarch_api::patch::{self as p, PatchType};
+use navarch_api::selectors::LabelSelector;
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ApiResult};
+use crate::handler::{success_status, App};
+use crate::object::{self, meta_mut};
+use crate::registry::WriteOptions;
+use crate::request::{Query, ResourceRequest, Verb};
+
+fn json_response(code: StatusCode, v: &Value) -> Response {
+    (code, [(axum::http::header::CONTENT_TYPE, "application/json")], serde_json::to_vec(v).unwrap_or_default())
+        .into_response()
+}
+
+/// The autoscaling/v1 Scale view of a workload.
+pub fn scale_of(obj: &Value) -> Value {
+    let meta = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let selector = obj
+        .pointer("/spec/selector")
+        .map(|s| {
+            // ReplicationControllers use a plain map; apps kinds a LabelSelector.
+            if s.get("matchLabels").is_some() || s.get("matchExpressions").is_some() {
+                LabelSelector::from_json(s).map(|l| l.to_string()).unwrap_or_default()
+            } else {
+                s.as_object()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default()
+            }
+        })
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"), "creationTimestamp": meta.get("creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
+            "selector": selector,
+        },
+    })
+}
+
+pub async fn scale(app: &App, rr: &ResourceRequest, q: &Query, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
+    let reg = &app.registry;
+    let rt = rr.rt;
+    let ns = rr.namespace.as_deref();
+    let name = rr.name.as_deref().unwrap_or("");
+    let opts = WriteOptions { dry_run: q.dry_run, field_manager: q.field_manager.clone() };
+    match rr.verb {
+        Verb::Get => Ok(json_response(StatusCode::OK, &scale_of(&reg.get(rt, ns, name).await?))),
+        Verb::Update | Verb::Patch => {
+            let scale_rt = catalog::by_plural("", "v1", "pods").unwrap_or(rt);
+            let mut body_scale: Option<Value> = None;
+            if rr.verb == Verb::Update {
+                let v = crate::body::decode_object(headers, body)?;
+                body_scale = Some(v);
+            }
+            let pt = if rr.verb == Verb::Patch {
+                let ct = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+                Some(PatchType::from_content_type(ct).ok_or_else(|| {
+                    ApiError::unsupported_media_type(format!("unsupported patch type {ct}"))
+                })?)
+            } else {
+                None
+            };
+            let out = reg
+                .guaranteed_update(rt, ns, name, None, &opts, |cur| {
+                    let current_scale = scale_of(cur);
+                    let wanted = match (&body_scale, pt) {
+                        (Some(s), _) => {
+                            if let Some(rv) = object::meta_str(s, "resourceVersion").filter(|r| !r.is_empty()) {
+                                if Some(rv) != object::meta_str(cur, "resourceVersion") {
+                                    return Err(ApiError::modified(rt, name));
+                                }
+                            }
+                            s.clone()
+                        }
+                        (None, Some(PatchType::Apply)) => {
+                            let applied = p::parse_apply_body(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                            p::merge_patch(&current_scale, &applied).map_err(|e| ApiError::bad_request(e.to_string()))?
+                        }
+                        (None, Some(PatchType::StrategicMerge)) => {
+                            let patch: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                            p::merge_patch(&current_scale, &patch).map_err(|e| ApiError::bad_request(e.to_string()))?
+                        }
+                        (None, Some(t)) => p::apply_patch(t, &current_scale, body, scale_rt)
+                            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                        (None, None) => current_scale.clone(),
+                    };
+                    let replicas = wanted.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+                    if replicas < 0 {
+                        return Err(ApiError::new(422, "Invalid", format!(
+                            "Scale.autoscaling \"{name}\" is invalid: spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0"
+                        )));
+                    }
+                    let mut n = cur.clone();
+                    n["spec"]["replicas"] = json!(replicas);
+                    meta_mut(&mut n).remove("resourceVersion");
+                    Ok(n)
+                })
+                .await?;
+            Ok(json_response(StatusCode::OK, &scale_of(&out)))
+        }
+        _ => Err(ApiError::method_not_allowed("scale supports get, update and patch")),
+    }
+}
+
+/// pods/binding: assign a pod to a node (the scheduler's write).
+pub async fn binding(app: &App, rr: &ResourceRequest, body: &[u8]) -> ApiResult<Response> {
+    let reg = &app.registry;
+    let rt = rr.rt;
+    let ns = rr.namespace.as_deref();
+    let name = rr.name.as_deref().unwrap_or("");
+    let b: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid Binding: {e}")))?;
+    let node = b.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_string();
+    if node.is_empty() {
+        return Err(ApiError::new(422, "Invalid", format!("Binding \"{name}\" is invalid: target.name: Required value")));
+    }
+    loop {
+        let (kv, cur) = reg.get_kv_pub(rt, ns, name).await?;
+        if let Some(n) = cur.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            return Err(ApiError::conflict(rt, name, &format!("pod {name} is already assigned to node \"{n}\"")));
+        }
+        if cur.pointer("/metadata/deletionTimestamp").is_some() {
+            return Err(ApiError::conflict(rt, name, &format!("pod {name} is being deleted, cannot be assigned to a host")));
+        }
+        let mut n = cur.clone();
+        n["spec"]["nodeName"] = json!(node);
+        let conds = n["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        let mut conds: Vec<Value> = conds.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+        conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": object::now_rfc3339()}));
+        n["status"]["conditions"] = json!(conds);
+        match reg.write_update(rt, ns, name, &kv, &cur, n, &WriteOptions::default()).await {
+            Err(e) if e.code == 409 => continue,
+            Err(e) => return Err(e),
+            Ok(_) => break,
+        }
+    }
+    let mut s = success_status(rt, name, None);
+    s["code"] = json!(201);
+    Ok(json_response(StatusCode::CREATED, &s))
+}
+
+/// pods/eviction: a policy-checked delete.
+pub async fn eviction(app: &App, rr: &ResourceRequest, body: &[u8]) -> ApiResult<Response> {
+    let reg = &app.registry;
+    let rt = rr.rt;
+    let ns = rr.namespace.as_deref();
+    let name = rr.name.as_deref().unwrap_or("");
+    let b: Value = if body.is_empty() { json!({}) } else {
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid Eviction: {e}")))?
+    };
+    let opts = b.get("deleteOptions").cloned().unwrap_or_else(|| json!({}));
+    reg.delete(rt, ns, name, &opts, None, false).await?;
+    let mut s = success_status(rt, name, None);
+    s["code"] = json!(201);
+    Ok(json_response(StatusCode::CREATED, &s))
+}

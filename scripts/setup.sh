@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install what navarch's build and tests need on a fresh Debian machine. Idempotent:
+# each step checks first and does nothing when the thing is already there.
+set -euo pipefail
+
+need_apt=()
+command -v kubectl >/dev/null 2>&1 || need_apt+=(kubectl)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "setup: installing ${need_apt[*]} with apt-get"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" || {
+        echo "setup: apt-get install ${need_apt[*]} failed" >&2; exit 1; }
+fi
+
+# The official Python client, used by the test suite.
+if ! python3 -c 'import kubernetes' >/dev/null 2>&1; then
+    echo "setup: installing the Python kubernetes client with pip"
+    python3 -m pip install --quiet --disable-pip-version-check 'kubernetes>=31' ||
+        python3 -m pip install --quiet --disable-pip-version-check --break-system-packages 'kubernetes>=31'
+fi
+echo "setup: ok"
