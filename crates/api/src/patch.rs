@@ -238,6 +238,15 @@ pub(crate) mod testgen {
                 "type",
                 "$setElementOrder/env",
                 "conditions",
+                "managedFields",
+                "manager",
+                "operation",
+                "fieldsV1",
+                "f:spec",
+                "f:name",
+                "k:{\"name\":\"a\"}",
+                "v:\"a\"",
+                ".",
             ];
             let pick = if depth == 0 {
                 self.below(4)

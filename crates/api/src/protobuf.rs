@@ -192,7 +192,7 @@ mod json {
 
     pub(crate) fn boolean(v: &Option<bool>, omit_zero: bool) -> Option<Value> {
         let b = (*v)?;
-        (!(omit_zero && !b)).then_some(Value::Bool(b))
+        (!omit_zero || b).then_some(Value::Bool(b))
     }
 
     fn base64(b: &[u8]) -> Value {

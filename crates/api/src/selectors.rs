@@ -765,6 +765,14 @@ pub enum FieldSelectorError {
     /// A term has an empty field name.
     #[error("invalid selector: '{0}'; field name must not be empty")]
     EmptyField(String),
+    /// A field name with characters a field label cannot have (`!`, whitespace).
+    #[error("invalid selector: '{selector}'; invalid field name '{field}'")]
+    BadField {
+        /// The whole selector.
+        selector: String,
+        /// The field name.
+        field: String,
+    },
     /// A `\` escape that is not `\\`, `\,` or `\=`.
     #[error("invalid field selector: invalid escape sequence in '{0}'")]
     BadEscape(String),
@@ -862,6 +870,12 @@ impl FieldSelector {
                 .ok_or_else(|| FieldSelectorError::BadEscape(input.to_string()))?;
             if field.is_empty() {
                 return Err(FieldSelectorError::EmptyField(input.to_string()));
+            }
+            if field.contains(|c: char| c == '!' || c.is_whitespace()) {
+                return Err(FieldSelectorError::BadField {
+                    selector: input.to_string(),
+                    field,
+                });
             }
             let value =
                 unescape(value).ok_or_else(|| FieldSelectorError::BadEscape(input.to_string()))?;
@@ -1318,5 +1332,39 @@ mod tests {
             field_value(&obj, "metadata.name.deeper").as_deref(),
             Some("")
         );
+    }
+
+    #[test]
+    fn arbitrary_strings_never_panic_and_roundtrip() {
+        const PIECES: &[&str] = &[
+            "a", "b", "x.io/k", "=", "==", "!=", "!", "(", ")", ",", " ", "in", "notin", ">", "<",
+            "1", "-", "\\", "é", "",
+        ];
+        let mut state: u64 = 0xDEAD_BEEF_CAFE_F00D;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut parsed = 0;
+        for _ in 0..20_000 {
+            let n = next() % 8;
+            let s: String = (0..n)
+                .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+                .collect();
+            if let Ok(sel) = LabelSelector::parse(&s) {
+                parsed += 1;
+                let again = LabelSelector::parse(&sel.to_string())
+                    .unwrap_or_else(|e| panic!("{s:?} -> {sel} does not reparse: {e}"));
+                assert_eq!(again, sel, "{s:?}");
+            }
+            if let Ok(fs) = FieldSelector::parse(&s) {
+                let again = FieldSelector::parse(&fs.to_string())
+                    .unwrap_or_else(|e| panic!("{s:?} -> {fs} does not reparse: {e}"));
+                assert_eq!(again.requirements().len(), fs.requirements().len(), "{s:?}");
+            }
+        }
+        assert!(parsed > 1_000, "only {parsed} selectors parsed");
     }
 }

@@ -77,6 +77,9 @@ async fn bootstrap(reg: &registry::Registry) -> Result<(), error::ApiError> {
         }
     }
     if let Some(svc) = catalog::by_plural("", "v1", "services") {
+        if reg.get(svc, Some("default"), "kubernetes").await.is_ok() {
+            return Ok(());
+        }
         let obj = json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "kubernetes", "namespace": "default",

@@ -573,4 +573,37 @@ mod tests {
         .unwrap();
         assert_eq!(out["data"], json!({"a": "1", "b": "2"}));
     }
+
+    #[test]
+    fn arbitrary_inputs_never_panic() {
+        let mut rng = crate::patch::testgen::Rng(0x0123_4567_89AB_CDEF);
+        let kinds = [
+            crate::catalog::by_kind("apps/v1", "Deployment").unwrap(),
+            crate::catalog::by_kind("v1", "Pod").unwrap(),
+            crate::catalog::by_kind("v1", "ConfigMap").unwrap(),
+        ];
+        let mut applied_ok = 0;
+        for i in 0..5_000 {
+            let mut live = json!({"metadata": {"managedFields": [
+                {"manager": "m", "operation": "Apply", "fieldsV1": rng.value(3)},
+                {"manager": "other", "operation": "Update", "fieldsV1": rng.value(3)}
+            ]}});
+            live["spec"] = rng.value(3);
+            let mut applied = rng.value(3);
+            if !applied.is_object() {
+                applied = json!({ "spec": applied });
+            }
+            let kind = kinds[i % kinds.len()];
+            let force = i % 2 == 0;
+            let live_opt = if i % 5 == 0 { None } else { Some(&live) };
+            if let Ok(out) = server_side_apply_at(live_opt, &applied, "m", force, kind, t0()) {
+                applied_ok += 1;
+                let entries = out["metadata"]["managedFields"].as_array().unwrap();
+                assert!(entries
+                    .iter()
+                    .any(|e| e["manager"] == "m" && e["operation"] == "Apply"));
+            }
+        }
+        assert!(applied_ok > 1_000, "only {applied_ok} applies succeeded");
+    }
 }

@@ -313,6 +313,36 @@ impl ToJson for k8s_pb::api::authorization::v1::SubjectRulesReviewStatus {
     }
 }
 
+impl ToJson for k8s_pb::api::autoscaling::v1::Scale {
+    fn to_json(&self) -> Value {
+        #[allow(unused_mut)]
+        let mut m = Map::new();
+        put(&mut m, "metadata", msg(&self.metadata));
+        put(&mut m, "spec", msg(&self.spec));
+        put(&mut m, "status", msg(&self.status));
+        Value::Object(m)
+    }
+}
+
+impl ToJson for k8s_pb::api::autoscaling::v1::ScaleSpec {
+    fn to_json(&self) -> Value {
+        #[allow(unused_mut)]
+        let mut m = Map::new();
+        put(&mut m, "replicas", int(&self.replicas, false));
+        Value::Object(m)
+    }
+}
+
+impl ToJson for k8s_pb::api::autoscaling::v1::ScaleStatus {
+    fn to_json(&self) -> Value {
+        #[allow(unused_mut)]
+        let mut m = Map::new();
+        put(&mut m, "replicas", int(&self.replicas, false));
+        put(&mut m, "selector", string(&self.selector, false));
+        Value::Object(m)
+    }
+}
+
 impl ToJson for k8s_pb::api::batch::v1::CronJob {
     fn to_json(&self) -> Value {
         #[allow(unused_mut)]
@@ -621,6 +651,16 @@ impl ToJson for k8s_pb::api::core::v1::AzureFileVolumeSource {
         put(&mut m, "secretName", string(&self.secret_name, true));
         put(&mut m, "shareName", string(&self.share_name, true));
         put(&mut m, "readOnly", boolean(&self.read_only, false));
+        Value::Object(m)
+    }
+}
+
+impl ToJson for k8s_pb::api::core::v1::Binding {
+    fn to_json(&self) -> Value {
+        #[allow(unused_mut)]
+        let mut m = Map::new();
+        put(&mut m, "metadata", msg(&self.metadata));
+        put(&mut m, "target", msg(&self.target));
         Value::Object(m)
     }
 }
@@ -2968,6 +3008,16 @@ impl ToJson for k8s_pb::api::networking::v1::ServiceBackendPort {
     }
 }
 
+impl ToJson for k8s_pb::api::policy::v1::Eviction {
+    fn to_json(&self) -> Value {
+        #[allow(unused_mut)]
+        let mut m = Map::new();
+        put(&mut m, "metadata", msg(&self.metadata));
+        put(&mut m, "deleteOptions", msg(&self.delete_options));
+        Value::Object(m)
+    }
+}
+
 impl ToJson for k8s_pb::api::policy::v1::PodDisruptionBudget {
     fn to_json(&self) -> Value {
         #[allow(unused_mut)]
@@ -3149,6 +3199,39 @@ impl ToJson for k8s_pb::apimachinery::pkg::apis::meta::v1::Condition {
     }
 }
 
+impl ToJson for k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions {
+    fn to_json(&self) -> Value {
+        #[allow(unused_mut)]
+        let mut m = Map::new();
+        put(
+            &mut m,
+            "gracePeriodSeconds",
+            int(&self.grace_period_seconds, false),
+        );
+        put(&mut m, "preconditions", msg(&self.preconditions));
+        put(
+            &mut m,
+            "orphanDependents",
+            boolean(&self.orphan_dependents, false),
+        );
+        put(
+            &mut m,
+            "propagationPolicy",
+            string(&self.propagation_policy, false),
+        );
+        put(&mut m, "dryRun", strings(&self.dry_run));
+        put(
+            &mut m,
+            "ignoreStoreReadErrorWithClusterBreakingPotential",
+            boolean(
+                &self.ignore_store_read_error_with_cluster_breaking_potential,
+                false,
+            ),
+        );
+        Value::Object(m)
+    }
+}
+
 impl ToJson for k8s_pb::apimachinery::pkg::apis::meta::v1::FieldSelectorRequirement {
     fn to_json(&self) -> Value {
         #[allow(unused_mut)]
@@ -3245,6 +3328,20 @@ impl ToJson for k8s_pb::apimachinery::pkg::apis::meta::v1::OwnerReference {
     }
 }
 
+impl ToJson for k8s_pb::apimachinery::pkg::apis::meta::v1::Preconditions {
+    fn to_json(&self) -> Value {
+        #[allow(unused_mut)]
+        let mut m = Map::new();
+        put(&mut m, "uid", string(&self.uid, false));
+        put(
+            &mut m,
+            "resourceVersion",
+            string(&self.resource_version, false),
+        );
+        Value::Object(m)
+    }
+}
+
 /// Decodes the protobuf encoding of one top-level object; `None` for a kind this
 /// module does not know.
 pub(super) fn decode_kind(
@@ -3291,6 +3388,9 @@ pub(super) fn decode_kind(
         ("networking.k8s.io/v1", "Ingress") => {
             decode_as::<k8s_pb::api::networking::v1::Ingress>(raw)
         }
+        ("v1", "Binding") => decode_as::<k8s_pb::api::core::v1::Binding>(raw),
+        ("policy/v1", "Eviction") => decode_as::<k8s_pb::api::policy::v1::Eviction>(raw),
+        ("autoscaling/v1", "Scale") => decode_as::<k8s_pb::api::autoscaling::v1::Scale>(raw),
         _ => return None,
     })
 }
@@ -3317,4 +3417,7 @@ pub(super) const KINDS: &[(&str, &str)] = &[
     ("scheduling.k8s.io/v1", "PriorityClass"),
     ("policy/v1", "PodDisruptionBudget"),
     ("networking.k8s.io/v1", "Ingress"),
+    ("v1", "Binding"),
+    ("policy/v1", "Eviction"),
+    ("autoscaling/v1", "Scale"),
 ];

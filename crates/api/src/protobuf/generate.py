@@ -2,7 +2,10 @@
 """Generates convert.rs: `ToJson` impls for the k8s-pb (prost) messages that kubectl's
 typed generators send, with the Go JSON field names taken from k8s-openapi.
 
-Usage: python3 generate.py <k8s-pb src dir> <k8s-openapi src/v1_33 dir> > convert.rs
+Usage:
+    python3 generate.py ~/.cargo/registry/src/*/k8s-pb-0.9.0/src \
+        ~/.cargo/registry/src/*/k8s-openapi-0.29.0/src/v1_33 > convert.rs
+    rustfmt --edition 2021 convert.rs
 Re-run when bumping k8s-pb or k8s-openapi; the output is checked in.
 """
 import os
@@ -33,6 +36,9 @@ ROOTS = [
     ("api::scheduling::v1::PriorityClass", "scheduling.k8s.io/v1", "PriorityClass"),
     ("api::policy::v1::PodDisruptionBudget", "policy/v1", "PodDisruptionBudget"),
     ("api::networking::v1::Ingress", "networking.k8s.io/v1", "Ingress"),
+    ("api::core::v1::Binding", "v1", "Binding"),
+    ("api::policy::v1::Eviction", "policy/v1", "Eviction"),
+    ("api::autoscaling::v1::Scale", "autoscaling/v1", "Scale"),
 ]
 
 # Converted by hand in protobuf.rs.

@@ -233,7 +233,7 @@ fn render_value(v: &Value) -> String {
         Value::String(s) => go_quote(s),
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
-        Value::Object(m) if m.values().all(Value::is_string) => {
+        Value::Object(m) if !m.is_empty() && m.values().all(Value::is_string) => {
             let mut pairs: Vec<(&String, &str)> =
                 m.iter().map(|(k, v)| (k, v.as_str().unwrap_or_default())).collect();
             pairs.sort();

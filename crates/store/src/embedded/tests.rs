@@ -765,3 +765,33 @@ fn version_entries_stay_compact() {
     // One inline version per key: revisions plus a `Bytes` handle.
     assert!(std::mem::size_of::<super::mvcc::Versions>() <= 56);
 }
+
+#[tokio::test]
+async fn leftover_temp_snapshot_is_ignored_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.put("/a", b("1"), Precondition::None).await.unwrap();
+    drop(store);
+    let tmp = dir.path().join(format!(
+        "{}{}",
+        snapshot::snapshot_name(9),
+        snapshot::TMP_SUFFIX
+    ));
+    std::fs::write(&tmp, b"half a snapshot").unwrap();
+    let store = open(dir.path());
+    assert!(!tmp.exists());
+    assert_eq!(store.current_revision(), 1);
+}
+
+#[tokio::test]
+async fn watch_from_a_future_revision_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut w = store.watch("/", 2).unwrap();
+    store.put("/a", b("1"), Precondition::None).await.unwrap(); // 1
+    store.put("/a", b("2"), Precondition::None).await.unwrap(); // 2
+    store.put("/a", b("3"), Precondition::None).await.unwrap(); // 3
+    let e = next_event(&mut w).await;
+    assert_eq!(e.kv.mod_revision, 3);
+    assert_eq!(e.prev.map(|p| p.value), Some(b("2")));
+}
