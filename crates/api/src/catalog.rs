@@ -11,8 +11,8 @@ use std::sync::LazyLock;
 use k8s_openapi::api::{
     apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
     coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
-    events::v1 as events, networking::v1 as networking, policy::v1 as policy,
-    rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
+    events::v1 as events, networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac,
+    scheduling::v1 as scheduling, storage::v1 as storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 use serde::{de::DeserializeOwned, Serialize};
@@ -89,7 +89,9 @@ impl Subresource {
             }
             Subresource::Binding | Subresource::Eviction | Subresource::Token => &["create"],
             Subresource::Log => &["get"],
-            Subresource::Exec | Subresource::Attach | Subresource::PortForward => &["create", "get"],
+            Subresource::Exec | Subresource::Attach | Subresource::PortForward => {
+                &["create", "get"]
+            }
             Subresource::Finalize => &["update"],
         }
     }
@@ -198,7 +200,11 @@ where
         + schemars::JsonSchema,
 {
     let namespaced = std::any::type_name::<K::Scope>().ends_with("NamespaceResourceScope");
-    let group_dir = if K::GROUP.is_empty() { "core" } else { K::GROUP };
+    let group_dir = if K::GROUP.is_empty() {
+        "core"
+    } else {
+        K::GROUP
+    };
     ResourceType {
         group: K::GROUP,
         version: K::VERSION,
@@ -239,7 +245,16 @@ static CATALOG: LazyLock<Vec<ResourceType>> = LazyLock::new(|| {
             "pod",
             ["po"],
             ["all"],
-            [Status, Binding, Eviction, Log, Exec, Attach, PortForward, EphemeralContainers]
+            [
+                Status,
+                Binding,
+                Eviction,
+                Log,
+                Exec,
+                Attach,
+                PortForward,
+                EphemeralContainers
+            ]
         )),
         entry::<core::Service>(x!("service", ["svc"], ["all"], [Status])),
         entry::<core::Endpoints>(x!("endpoints", ["ep"], [], [])),
@@ -251,7 +266,12 @@ static CATALOG: LazyLock<Vec<ResourceType>> = LazyLock::new(|| {
         entry::<core::ResourceQuota>(x!("resourcequota", ["quota"], [], [Status])),
         entry::<core::PersistentVolume>(x!("persistentvolume", ["pv"], [], [Status])),
         entry::<core::PersistentVolumeClaim>(x!("persistentvolumeclaim", ["pvc"], [], [Status])),
-        entry::<core::ReplicationController>(x!("replicationcontroller", ["rc"], ["all"], [Status, Scale])),
+        entry::<core::ReplicationController>(x!(
+            "replicationcontroller",
+            ["rc"],
+            ["all"],
+            [Status, Scale]
+        )),
         entry::<core::PodTemplate>(x!("podtemplate", [], [], [])),
         // apps/v1
         entry::<apps::Deployment>(x!("deployment", ["deploy"], ["all"], [Status, Scale])),
@@ -264,7 +284,12 @@ static CATALOG: LazyLock<Vec<ResourceType>> = LazyLock::new(|| {
         entry::<batch::CronJob>(x!("cronjob", ["cj"], ["all"], [Status])),
         // others
         entry::<coordination::Lease>(x!("lease", [], [], [])),
-        entry::<autoscaling::HorizontalPodAutoscaler>(x!("horizontalpodautoscaler", ["hpa"], ["all"], [Status])),
+        entry::<autoscaling::HorizontalPodAutoscaler>(x!(
+            "horizontalpodautoscaler",
+            ["hpa"],
+            ["all"],
+            [Status]
+        )),
         entry::<networking::Ingress>(x!("ingress", ["ing"], [], [Status])),
         entry::<networking::IngressClass>(x!("ingressclass", [], [], [])),
         entry::<networking::NetworkPolicy>(x!("networkpolicy", ["netpol"], [], [])),
@@ -276,7 +301,12 @@ static CATALOG: LazyLock<Vec<ResourceType>> = LazyLock::new(|| {
         entry::<rbac::RoleBinding>(x!("rolebinding", [], [], [])),
         entry::<rbac::ClusterRole>(x!("clusterrole", [], [], [])),
         entry::<rbac::ClusterRoleBinding>(x!("clusterrolebinding", [], [], [])),
-        entry::<apiextensions::CustomResourceDefinition>(x!("customresourcedefinition", ["crd", "crds"], [], [Status])),
+        entry::<apiextensions::CustomResourceDefinition>(x!(
+            "customresourcedefinition",
+            ["crd", "crds"],
+            [],
+            [Status]
+        )),
     ];
     // events.k8s.io/v1 shares storage with core/v1 events, as upstream.
     let mut ev = entry::<events::Event>(x!("event", ["ev"], [], []));
@@ -300,7 +330,9 @@ pub fn by_plural(group: &str, version: &str, plural: &str) -> Option<&'static Re
 
 /// Look a resource up by apiVersion ("v1", "apps/v1") and kind.
 pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceType> {
-    all().iter().find(|r| r.api_version == api_version && r.kind == kind)
+    all()
+        .iter()
+        .find(|r| r.api_version == api_version && r.kind == kind)
 }
 
 /// The served (group, version) pairs, core first, in a stable order.
@@ -329,7 +361,10 @@ mod tests {
         assert!(!nodes.namespaced);
         let d = by_kind("apps/v1", "Deployment").expect("deployments");
         assert_eq!(d.qualified_plural(), "deployments.apps");
-        assert_eq!(d.key(Some("default"), "web"), "/registry/apps/deployments/default/web");
+        assert_eq!(
+            d.key(Some("default"), "web"),
+            "/registry/apps/deployments/default/web"
+        );
         let ev = by_plural("events.k8s.io", "v1", "events").expect("events");
         assert_eq!(ev.storage_prefix, "/registry/core/events/");
     }

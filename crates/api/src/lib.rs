@@ -10,7 +10,6 @@ pub mod catalog;
 pub mod patch;
 pub mod selectors;
 
-
-pub mod protobuf;
 pub mod defaults;
+pub mod protobuf;
 pub mod validation;

@@ -56,12 +56,19 @@ fn invalid(rt: &ResourceType, obj: &Value, field: &str, value: Value, detail: St
     ApiError::invalid(
         rt,
         object::name(obj),
-        &[FieldError { error_type: ErrorType::Invalid, field: field.into(), bad_value: Some(value), detail }],
+        &[FieldError {
+            error_type: ErrorType::Invalid,
+            field: field.into(),
+            bad_value: Some(value),
+            detail,
+        }],
     )
 }
 
 fn service_type(obj: &Value) -> &str {
-    obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP")
+    obj.pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
 }
 
 fn wants_node_ports(obj: &Value) -> bool {
@@ -72,7 +79,11 @@ impl Allocators {
     /// Mark what an existing Service holds.
     pub fn observe(&self, svc: &Value) {
         let mut st = self.state.lock();
-        if let Some(ip) = svc.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(parse_ip) {
+        if let Some(ip) = svc
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .and_then(parse_ip)
+        {
             st.ips.insert(ip);
         }
         if let Some(ports) = svc.pointer("/spec/ports").and_then(Value::as_array) {
@@ -127,7 +138,12 @@ impl Allocators {
     }
 
     /// Keep allocations across an update; allocate newly needed node ports.
-    pub fn admit_update(&self, rt: &ResourceType, new: &mut Value, old: &Value) -> ApiResult<Vec<Allocation>> {
+    pub fn admit_update(
+        &self,
+        rt: &ResourceType,
+        new: &mut Value,
+        old: &Value,
+    ) -> ApiResult<Vec<Allocation>> {
         if !is_service(rt) {
             return Ok(vec![]);
         }
@@ -139,22 +155,41 @@ impl Allocators {
         r.map(|_| got)
     }
 
-    fn allocate(&self, rt: &ResourceType, obj: &mut Value, old: Option<&Value>, got: &mut Vec<Allocation>) -> ApiResult<()> {
+    fn allocate(
+        &self,
+        rt: &ResourceType,
+        obj: &mut Value,
+        old: Option<&Value>,
+        got: &mut Vec<Allocation>,
+    ) -> ApiResult<()> {
         let mut st = self.state.lock();
-        let old_ip = old.and_then(|o| o.pointer("/spec/clusterIP")).and_then(Value::as_str).map(str::to_string);
+        let old_ip = old
+            .and_then(|o| o.pointer("/spec/clusterIP"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
         if service_type(obj) == "ExternalName" {
             if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
                 spec.remove("clusterIP");
                 spec.remove("clusterIPs");
             }
         } else {
-            let requested = obj.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("").to_string();
+            let requested = obj
+                .pointer("/spec/clusterIP")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             let ip_str = if requested.is_empty() {
                 match old_ip.clone().filter(|s| !s.is_empty()) {
                     Some(ip) => ip,
                     None => {
                         let ip = self.alloc_ip(&mut st).ok_or_else(|| {
-                            invalid(rt, obj, "spec.clusterIPs", json!([]), "failed to allocate IP: range is full".into())
+                            invalid(
+                                rt,
+                                obj,
+                                "spec.clusterIPs",
+                                json!([]),
+                                "failed to allocate IP: range is full".into(),
+                            )
                         })?;
                         got.push(Allocation::Ip(ip));
                         Ipv4Addr::from(ip).to_string()
@@ -164,16 +199,28 @@ impl Allocators {
                 requested
             } else {
                 let Some(ip) = parse_ip(&requested) else {
-                    return Err(invalid(rt, obj, "spec.clusterIPs[0]", json!(requested),
-                        "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)".into()));
+                    return Err(invalid(
+                        rt,
+                        obj,
+                        "spec.clusterIPs[0]",
+                        json!(requested),
+                        "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)".into(),
+                    ));
                 };
                 if !in_range(ip) {
                     return Err(invalid(rt, obj, "spec.clusterIPs", json!([requested]), format!(
                         "failed to allocate IP {requested}: the provided IP ({requested}) is not in the valid range. The range of valid IPs is 10.43.0.0/16")));
                 }
                 if st.ips.contains(&ip) {
-                    return Err(invalid(rt, obj, "spec.clusterIPs", json!([requested]), format!(
-                        "failed to allocate IP {requested}: provided IP is already allocated")));
+                    return Err(invalid(
+                        rt,
+                        obj,
+                        "spec.clusterIPs",
+                        json!([requested]),
+                        format!(
+                            "failed to allocate IP {requested}: provided IP is already allocated"
+                        ),
+                    ));
                 }
                 st.ips.insert(ip);
                 got.push(Allocation::Ip(ip));
@@ -187,10 +234,19 @@ impl Allocators {
         let old_ports: Vec<u16> = old
             .and_then(|o| o.pointer("/spec/ports"))
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|p| p.get("nodePort").and_then(Value::as_u64)).map(|n| n as u16).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.get("nodePort").and_then(Value::as_u64))
+                    .map(|n| n as u16)
+                    .collect()
+            })
             .unwrap_or_default();
         let want = wants_node_ports(obj);
-        let Some(ports) = obj.get_mut("spec").and_then(|s| s.get_mut("ports")).and_then(Value::as_array_mut) else {
+        let Some(ports) = obj
+            .get_mut("spec")
+            .and_then(|s| s.get_mut("ports"))
+            .and_then(Value::as_array_mut)
+        else {
             return Ok(());
         };
         let name = String::new();
@@ -212,16 +268,26 @@ impl Allocators {
                             format!("provided port is not in the valid range. The range of valid ports is {NODE_PORT_MIN}-{NODE_PORT_MAX}")));
                     }
                     if st.ports.contains(&n16) {
-                        return Err(invalid(rt, &json!({"metadata":{"name":name}}), &format!("spec.ports[{i}].nodePort"), json!(n),
-                            "provided port is already allocated".into()));
+                        return Err(invalid(
+                            rt,
+                            &json!({"metadata":{"name":name}}),
+                            &format!("spec.ports[{i}].nodePort"),
+                            json!(n),
+                            "provided port is already allocated".into(),
+                        ));
                     }
                     st.ports.insert(n16);
                     got.push(Allocation::NodePort(n16));
                 }
                 _ => {
                     let port = self.alloc_port(&mut st).ok_or_else(|| {
-                        invalid(rt, &json!({}), &format!("spec.ports[{i}].nodePort"), json!(0),
-                            "failed to allocate a nodePort: range is full".into())
+                        invalid(
+                            rt,
+                            &json!({}),
+                            &format!("spec.ports[{i}].nodePort"),
+                            json!(0),
+                            "failed to allocate a nodePort: range is full".into(),
+                        )
                     })?;
                     got.push(Allocation::NodePort(port));
                     p["nodePort"] = json!(port);
@@ -247,7 +313,11 @@ impl Allocators {
 
     fn held(obj: &Value) -> Vec<Allocation> {
         let mut out = Vec::new();
-        if let Some(ip) = obj.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(parse_ip) {
+        if let Some(ip) = obj
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .and_then(parse_ip)
+        {
             out.push(Allocation::Ip(ip));
         }
         if let Some(ports) = obj.pointer("/spec/ports").and_then(Value::as_array) {
@@ -273,7 +343,10 @@ impl Allocators {
             return;
         }
         let keep = Self::held(new);
-        let gone: Vec<Allocation> = Self::held(old).into_iter().filter(|a| !keep.contains(a)).collect();
+        let gone: Vec<Allocation> = Self::held(old)
+            .into_iter()
+            .filter(|a| !keep.contains(a))
+            .collect();
         self.release_all(&gone);
     }
 }

@@ -35,9 +35,20 @@ impl Authenticator {
                 }
                 let groups = fields
                     .get(3)
-                    .map(|g| g.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+                    .map(|g| {
+                        g.split(',')
+                            .map(|s| s.trim().to_string())
+                            .filter(|s| !s.is_empty())
+                            .collect()
+                    })
                     .unwrap_or_default();
-                tokens.insert(fields[0].clone(), User { name: fields[1].clone(), groups });
+                tokens.insert(
+                    fields[0].clone(),
+                    User {
+                        name: fields[1].clone(),
+                        groups,
+                    },
+                );
             }
         }
         Ok(Authenticator { tokens })
@@ -49,7 +60,10 @@ impl Authenticator {
 
     /// The user a request's `Authorization: Bearer` header names.
     pub fn authenticate_headers(&self, headers: &HeaderMap) -> Option<User> {
-        let v = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+        let v = headers
+            .get(axum::http::header::AUTHORIZATION)?
+            .to_str()
+            .ok()?;
         let (scheme, token) = v.split_once(' ')?;
         if !scheme.eq_ignore_ascii_case("bearer") {
             return None;

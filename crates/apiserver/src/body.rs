@@ -10,6 +10,37 @@ use crate::error::{ApiError, ApiResult};
 /// Largest request body accepted (upstream: 3 MiB).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
+/// An oversized body is still read (and thrown away) up to this size, so that the
+/// client, still sending, gets the 413 instead of a broken connection.
+pub const DRAIN_LIMIT: usize = 32 * 1024 * 1024;
+
+/// Read a request body of at most [`MAX_BODY`] bytes.
+pub async fn read_limited(body: axum::body::Body) -> ApiResult<bytes::Bytes> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("error reading the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+            if seen <= MAX_BODY {
+                buf.extend_from_slice(&data);
+            }
+        }
+    }
+    if seen > MAX_BODY {
+        return Err(ApiError::too_large(
+            "the request body is too large (limit 3 MiB)",
+        ));
+    }
+    Ok(buf.freeze())
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FieldValidation {
     Ignore,
@@ -34,7 +65,13 @@ pub fn content_type(headers: &HeaderMap) -> String {
     headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|s| s.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|s| {
+            s.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default()
 }
 
@@ -48,8 +85,9 @@ pub fn parse_document(ct: &str, body: &[u8]) -> ApiResult<Value> {
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
         Ok(v)
     } else {
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        })
     }
 }
 
@@ -57,8 +95,12 @@ pub fn parse_document(ct: &str, body: &[u8]) -> ApiResult<Value> {
 pub fn decode_object(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     let ct = content_type(headers);
     match ct.as_str() {
-        "application/vnd.kubernetes.protobuf" => navarch_api::protobuf::decode(body)
-            .map_err(|e| ApiError::bad_request(format!("the body of the request was in an unknown format: {e}"))),
+        "application/vnd.kubernetes.protobuf" => navarch_api::protobuf::decode(body).map_err(|e| match e {
+            navarch_api::protobuf::ProtobufError::UnsupportedKind { .. } => ApiError::unsupported_media_type(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml ({e})"
+            )),
+            e => ApiError::bad_request(format!("the body of the request was in an unknown format: {e}")),
+        }),
         "" | "application/json" | "application/yaml" | "application/x-yaml" | "text/yaml"
         | "application/apply-patch+yaml" | "*/*" => parse_document(&ct, body),
         other => Err(ApiError::unsupported_media_type(format!(
@@ -70,9 +112,15 @@ pub fn decode_object(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
 /// Check the object's apiVersion/kind against the URL, type-check it through the
 /// kind's typed struct, and apply field validation. Returns the normalised object
 /// and any warnings.
-pub fn normalize(rt: &ResourceType, mut obj: Value, fv: FieldValidation) -> ApiResult<(Value, Vec<String>)> {
+pub fn normalize(
+    rt: &ResourceType,
+    mut obj: Value,
+    fv: FieldValidation,
+) -> ApiResult<(Value, Vec<String>)> {
     let Some(map) = obj.as_object_mut() else {
-        return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the body of the request must be a JSON object",
+        ));
     };
     match map.get("kind").and_then(Value::as_str) {
         Some(k) if !k.is_empty() && k != rt.kind => {
@@ -109,8 +157,14 @@ pub fn normalize(rt: &ResourceType, mut obj: Value, fv: FieldValidation) -> ApiR
     if !unknown.is_empty() {
         match fv {
             FieldValidation::Strict => {
-                let list: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
-                return Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", "))));
+                let list: Vec<String> = unknown
+                    .iter()
+                    .map(|f| format!("unknown field \"{f}\""))
+                    .collect();
+                return Err(ApiError::bad_request(format!(
+                    "strict decoding error: {}",
+                    list.join(", ")
+                )));
             }
             FieldValidation::Warn => {
                 warnings.extend(unknown.iter().map(|f| format!("unknown field \"{f}\"")));
@@ -126,7 +180,11 @@ fn unknown_fields(orig: &Value, typed: &Value, path: &str, out: &mut Vec<String>
     match (orig, typed) {
         (Value::Object(o), Value::Object(t)) => {
             for (k, v) in o {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match t.get(k) {
                     Some(tv) => unknown_fields(v, tv, &p, out),
                     None if v.is_null() => {}
@@ -160,7 +218,9 @@ pub fn delete_options(body: &[u8]) -> ApiResult<Value> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
     if !v.is_object() {
-        return Err(ApiError::bad_request("invalid DeleteOptions: not an object"));
+        return Err(ApiError::bad_request(
+            "invalid DeleteOptions: not an object",
+        ));
     }
     Ok(v)
 }

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use navarch_api::catalog::{self, ResourceType};
 use serde_json::{json, Value};
 
-pub const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_V2: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 pub const AGGREGATED_V2BETA1: &str =
     "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
 
@@ -27,18 +28,34 @@ pub struct Discovery {
     pub groups: HashMap<String, Bytes>,
 }
 
-const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 fn bytes(v: &Value) -> Bytes {
     Bytes::from(serde_json::to_vec(v).unwrap_or_default())
 }
 
 fn resources_of(group: &str, version: &str) -> Vec<&'static ResourceType> {
-    catalog::all().iter().filter(|r| r.group == group && r.version == version).collect()
+    catalog::all()
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect()
 }
 
 fn legacy_resource_list(group: &str, version: &str) -> Value {
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     let mut resources = Vec::new();
     for r in resources_of(group, version) {
         let mut e = json!({
@@ -110,14 +127,22 @@ impl Discovery {
         }
         let mut resource_lists = HashMap::new();
         for (g, v) in &gvs {
-            let key = if g.is_empty() { v.to_string() } else { format!("{g}/{v}") };
+            let key = if g.is_empty() {
+                v.to_string()
+            } else {
+                format!("{g}/{v}")
+            };
             resource_lists.insert(key, bytes(&legacy_resource_list(g, v)));
         }
         let mut groups = HashMap::new();
         let mut group_list = Vec::new();
         let mut agg_groups = Vec::new();
         for g in &groups_order {
-            let versions: Vec<&str> = gvs.iter().filter(|(gg, _)| gg == g).map(|(_, v)| *v).collect();
+            let versions: Vec<&str> = gvs
+                .iter()
+                .filter(|(gg, _)| gg == g)
+                .map(|(_, v)| *v)
+                .collect();
             let vs: Vec<Value> = versions
                 .iter()
                 .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
@@ -132,15 +157,15 @@ impl Discovery {
             agg_groups.push(json!({"metadata": {"name": g}, "versions": avs}));
         }
         let core = json!({"metadata": {}, "versions": [aggregated_version("", "v1")]});
-        let agg = |items: Vec<Value>, v: &str| {
-            json!({"kind": "APIGroupDiscoveryList", "apiVersion": format!("apidiscovery.k8s.io/{v}"), "metadata": {}, "items": items})
-        };
+        let agg = |items: Vec<Value>, v: &str| json!({"kind": "APIGroupDiscoveryList", "apiVersion": format!("apidiscovery.k8s.io/{v}"), "metadata": {}, "items": items});
         Discovery {
             api_versions: bytes(&json!({
                 "kind": "APIVersions", "versions": ["v1"],
                 "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]
             })),
-            api_groups: bytes(&json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": group_list})),
+            api_groups: bytes(
+                &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": group_list}),
+            ),
             aggregated_core: bytes(&agg(vec![core.clone()], "v2")),
             aggregated_groups: bytes(&agg(agg_groups.clone(), "v2")),
             aggregated_core_v2beta1: bytes(&agg(vec![core], "v2beta1")),

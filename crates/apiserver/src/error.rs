@@ -23,7 +23,12 @@ fn details(rt: &ResourceType, name: &str) -> Value {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), details: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -32,8 +37,12 @@ impl ApiError {
     }
 
     pub fn not_found(rt: &ResourceType, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{}\" not found", rt.qualified_plural(), name))
-            .with_details(details(rt, name))
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{}\" not found", rt.qualified_plural(), name),
+        )
+        .with_details(details(rt, name))
     }
 
     pub fn namespace_not_found(ns: &str) -> Self {
@@ -42,15 +51,24 @@ impl ApiError {
     }
 
     pub fn already_exists(rt: &ResourceType, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{} \"{}\" already exists", rt.qualified_plural(), name))
-            .with_details(details(rt, name))
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{}\" already exists", rt.qualified_plural(), name),
+        )
+        .with_details(details(rt, name))
     }
 
     pub fn conflict(rt: &ResourceType, name: &str, why: &str) -> Self {
         Self::new(
             409,
             "Conflict",
-            format!("Operation cannot be fulfilled on {} \"{}\": {}", rt.qualified_plural(), name, why),
+            format!(
+                "Operation cannot be fulfilled on {} \"{}\": {}",
+                rt.qualified_plural(),
+                name,
+                why
+            ),
         )
         .with_details(details(rt, name))
     }
@@ -63,24 +81,26 @@ impl ApiError {
         )
     }
 
-    /// 422 with one cause per field error.
-    pub fn invalid(rt: &ResourceType, name: &str, errs: &[navarch_api::validation::FieldError]) -> Self {
-        let msgs: Vec<String> = errs.iter().map(|e| e.message()).collect();
-        let message = if msgs.len() == 1 {
-            format!("{} \"{}\" is invalid: {}", rt.kind, name, msgs[0])
+    /// 422 with one cause per field error: `Deployment.apps "web" is invalid: ...`.
+    pub fn invalid(
+        rt: &ResourceType,
+        name: &str,
+        errs: &[navarch_api::validation::FieldError],
+    ) -> Self {
+        let qualified_kind = if rt.group.is_empty() {
+            rt.kind.to_string()
         } else {
-            format!("{} \"{}\" is invalid: [{}]", rt.kind, name, msgs.join(", "))
+            format!("{}.{}", rt.kind, rt.group)
         };
+        let message = format!(
+            "{} \"{}\" is invalid: {}",
+            qualified_kind,
+            name,
+            navarch_api::validation::aggregate_message(errs)
+        );
         let causes: Vec<Value> = errs
             .iter()
-            .map(|e| {
-                let full = e.message();
-                let text = full
-                    .strip_prefix(&format!("{}: ", e.field))
-                    .unwrap_or(&full)
-                    .to_string();
-                json!({"reason": e.reason(), "message": text, "field": e.field})
-            })
+            .map(|e| json!({"reason": e.reason(), "message": e.body(), "field": e.field}))
             .collect();
         let mut d = details(rt, name);
         d["kind"] = json!(rt.kind);
@@ -121,12 +141,20 @@ impl ApiError {
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", message.into()),
+        )
     }
 
     pub fn path_not_found() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({}))
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .with_details(json!({}))
     }
 
     /// The `Status` object for this error.
@@ -151,7 +179,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self.status()).unwrap_or_default();
-        (code, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+        (
+            code,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response()
     }
 }
 
@@ -159,7 +192,10 @@ impl From<navarch_store::StoreError> for ApiError {
     fn from(e: navarch_store::StoreError) -> Self {
         use navarch_store::StoreError as E;
         match e {
-            E::Compacted { requested, compacted } => ApiError::expired(format!(
+            E::Compacted {
+                requested,
+                compacted,
+            } => ApiError::expired(format!(
                 "too old resource version: {requested} ({compacted})"
             )),
             E::FutureRevision { requested, current } => ApiError::new(

@@ -33,7 +33,12 @@ pub struct App {
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
     let body = serde_json::to_vec(v).unwrap_or_default();
-    (code, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+    (
+        code,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 fn bytes_response(ct: &str, b: Bytes) -> Response {
@@ -74,22 +79,40 @@ pub async fn handle(app: Arc<App>, user: Option<User>, req: axum::extract::Reque
     }
 }
 
-async fn handle_inner(app: Arc<App>, user: Option<User>, req: axum::extract::Request) -> ApiResult<Response> {
+async fn handle_inner(
+    app: Arc<App>,
+    user: Option<User>,
+    req: axum::extract::Request,
+) -> ApiResult<Response> {
     let path = req.uri().path().to_string();
     match path.as_str() {
-        "/readyz" | "/livez" | "/healthz" => return Ok(bytes_response("text/plain", Bytes::from_static(b"ok"))),
+        "/readyz" | "/livez" | "/healthz" => {
+            return Ok(bytes_response("text/plain", Bytes::from_static(b"ok")))
+        }
         _ => {}
     }
     let user = match user {
         Some(u) => u,
-        None => app.auth.authenticate_headers(req.headers()).ok_or_else(ApiError::unauthorized)?,
+        None => app
+            .auth
+            .authenticate_headers(req.headers())
+            .ok_or_else(ApiError::unauthorized)?,
     };
     let _ = &user;
     let query = Query::parse(req.uri().query())?;
-    let accept = req.headers().get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let accept = req
+        .headers()
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     match path.as_str() {
         "/version" | "/version/" => return Ok(json_response(StatusCode::OK, &version_info())),
-        "/openapi/v3" | "/openapi/v3/" => return Ok(bytes_response("application/json", app.openapi.root().clone())),
+        "/openapi/v3" | "/openapi/v3/" => {
+            return Ok(bytes_response(
+                "application/json",
+                app.openapi.root().clone(),
+            ))
+        }
         "/openapi/v2" => return Err(ApiError::path_not_found()),
         _ => {}
     }
@@ -115,10 +138,15 @@ async fn handle_inner(app: Arc<App>, user: Option<User>, req: axum::extract::Req
                     (false, false) => &app.discovery.aggregated_groups_v2beta1,
                 };
                 let mut r = bytes_response(ct, b.clone());
-                r.headers_mut().insert("Vary", HeaderValue::from_static("Accept"));
+                r.headers_mut()
+                    .insert("Vary", HeaderValue::from_static("Accept"));
                 return Ok(r);
             }
-            let b = if legacy { &app.discovery.api_versions } else { &app.discovery.api_groups };
+            let b = if legacy {
+                &app.discovery.api_versions
+            } else {
+                &app.discovery.api_groups
+            };
             Ok(bytes_response("application/json", b.clone()))
         }
         Target::Group { group } => match app.discovery.groups.get(&group) {
@@ -126,7 +154,11 @@ async fn handle_inner(app: Arc<App>, user: Option<User>, req: axum::extract::Req
             None => Err(ApiError::path_not_found()),
         },
         Target::GroupVersion { group, version } => {
-            let key = if group.is_empty() { version } else { format!("{group}/{version}") };
+            let key = if group.is_empty() {
+                version
+            } else {
+                format!("{group}/{version}")
+            };
             match app.discovery.resource_lists.get(&key) {
                 Some(b) => Ok(bytes_response("application/json", b.clone())),
                 None => Err(ApiError::path_not_found()),
@@ -138,11 +170,18 @@ async fn handle_inner(app: Arc<App>, user: Option<User>, req: axum::extract::Req
             if matches!(rr.verb, Verb::Watch) {
                 return watch::serve(app.registry.clone(), rr, query, format).await;
             }
+            let declared = headers
+                .get(axum::http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok());
+            if declared.map(|n| n > body::DRAIN_LIMIT).unwrap_or(false) {
+                return Err(ApiError::too_large(
+                    "the request body is too large (limit 3 MiB)",
+                ));
+            }
             let body = match method {
                 Method::GET => Bytes::new(),
-                _ => axum::body::to_bytes(req.into_body(), body::MAX_BODY)
-                    .await
-                    .map_err(|_| ApiError::too_large("the request body is too large (limit 3 MiB)"))?,
+                _ => body::read_limited(req.into_body()).await?,
             };
             resource(&app, rr, query, format, &headers, body).await
         }
@@ -150,22 +189,42 @@ async fn handle_inner(app: Arc<App>, user: Option<User>, req: axum::extract::Req
 }
 
 fn write_options(q: &Query) -> WriteOptions {
-    WriteOptions { dry_run: q.dry_run, field_manager: q.field_manager.clone() }
+    WriteOptions {
+        dry_run: q.dry_run,
+        field_manager: q.field_manager.clone(),
+    }
 }
 
 /// Render one object (JSON or Table).
-fn render_one(rt: &ResourceType, obj: &Value, format: ResponseFormat, q: &Query, code: StatusCode) -> Response {
+fn render_one(
+    rt: &ResourceType,
+    obj: &Value,
+    format: ResponseFormat,
+    q: &Query,
+    code: StatusCode,
+) -> Response {
     match format {
         ResponseFormat::Json => json_response(code, obj),
-        ResponseFormat::Table => json_response(code, &table(rt, std::slice::from_ref(obj), q, None, None)),
+        ResponseFormat::Table => {
+            json_response(code, &table(rt, std::slice::from_ref(obj), q, None, None))
+        }
     }
 }
 
 /// A meta.k8s.io/v1 Table of `objs`.
-pub fn table(rt: &ResourceType, objs: &[Value], q: &Query, rv: Option<String>, cont: Option<String>) -> Value {
+pub fn table(
+    rt: &ResourceType,
+    objs: &[Value],
+    q: &Query,
+    rv: Option<String>,
+    cont: Option<String>,
+) -> Value {
     let now = chrono::Utc::now();
     let include = q.include_object.as_deref().unwrap_or("Metadata");
-    let rows: Vec<Value> = objs.iter().map(|o| table_row(rt, o, include, now)).collect();
+    let rows: Vec<Value> = objs
+        .iter()
+        .map(|o| table_row(rt, o, include, now))
+        .collect();
     let mut meta = json!({});
     if let Some(rv) = rv {
         meta["resourceVersion"] = json!(rv);
@@ -180,7 +239,12 @@ pub fn table(rt: &ResourceType, objs: &[Value], q: &Query, rv: Option<String>, c
     })
 }
 
-pub fn table_row(rt: &ResourceType, o: &Value, include: &str, now: chrono::DateTime<chrono::Utc>) -> Value {
+pub fn table_row(
+    rt: &ResourceType,
+    o: &Value,
+    include: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Value {
     let mut row = json!({"cells": printers::cells(rt, o, now)});
     if let Some(c) = printers::row_conditions(rt, o) {
         row["conditions"] = c;
@@ -211,12 +275,21 @@ async fn resource(
     let ns = rr.namespace.as_deref();
     match (rr.verb, rr.subresource) {
         (Verb::List, None) => {
-            let filter = Filter::parse(rt, q.label_selector.as_deref(), q.field_selector.as_deref())?;
-            let res = reg.list(rt, ns, &filter, q.limit, q.continue_token.as_deref()).await?;
+            let filter =
+                Filter::parse(rt, q.label_selector.as_deref(), q.field_selector.as_deref())?;
+            let res = reg
+                .list(rt, ns, &filter, q.limit, q.continue_token.as_deref())
+                .await?;
             match format {
                 ResponseFormat::Table => Ok(json_response(
                     StatusCode::OK,
-                    &table(rt, &res.items, &q, Some(res.revision.to_string()), res.continue_token),
+                    &table(
+                        rt,
+                        &res.items,
+                        &q,
+                        Some(res.revision.to_string()),
+                        res.continue_token,
+                    ),
                 )),
                 ResponseFormat::Json => {
                     let mut meta = json!({"resourceVersion": res.revision.to_string()});
@@ -251,17 +324,33 @@ async fn resource(
                 meta_mut(&mut obj).insert("namespace".into(), json!(ns));
             }
             let created = reg.create(rt, ns, obj, &write_options(&q)).await?;
-            Ok(with_warnings(render_one(rt, &created, format, &q, StatusCode::CREATED), &warnings))
+            Ok(with_warnings(
+                render_one(rt, &created, format, &q, StatusCode::CREATED),
+                &warnings,
+            ))
         }
         (Verb::Update, sub @ (None | Some(Subresource::Status) | Some(Subresource::Finalize))) => {
             let name = rr.name.as_deref().unwrap_or("");
             let obj = body::decode_object(headers, &body)?;
             let fv = FieldValidation::parse(q.field_validation.as_deref())?;
             let (obj, warnings) = body::normalize(rt, obj, fv)?;
-            let sub = if sub == Some(Subresource::Finalize) { None } else { sub };
-            let (out, created) = reg.update(rt, ns, name, obj, sub, &write_options(&q)).await?;
-            let code = if created { StatusCode::CREATED } else { StatusCode::OK };
-            Ok(with_warnings(render_one(rt, &out, format, &q, code), &warnings))
+            let sub = if sub == Some(Subresource::Finalize) {
+                None
+            } else {
+                sub
+            };
+            let (out, created) = reg
+                .update(rt, ns, name, obj, sub, &write_options(&q))
+                .await?;
+            let code = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok(with_warnings(
+                render_one(rt, &out, format, &q, code),
+                &warnings,
+            ))
         }
         (Verb::Patch, sub @ (None | Some(Subresource::Status))) => {
             let name = rr.name.as_deref().unwrap_or("").to_string();
@@ -270,21 +359,43 @@ async fn resource(
         (Verb::Delete, None) => {
             let name = rr.name.as_deref().unwrap_or("");
             let opts = body::delete_options(&body)?;
-            let d = reg.delete(rt, ns, name, &opts, q.grace_period_seconds, q.dry_run).await?;
+            let d = reg
+                .delete(rt, ns, name, &opts, q.grace_period_seconds, q.dry_run)
+                .await?;
             if !d.gone || crate::strategy::for_type(rt).returns_deleted_object() {
-                return Ok(render_one(rt, &d.object, ResponseFormat::Json, &q, StatusCode::OK));
+                return Ok(render_one(
+                    rt,
+                    &d.object,
+                    ResponseFormat::Json,
+                    &q,
+                    StatusCode::OK,
+                ));
             }
-            Ok(json_response(StatusCode::OK, &success_status(rt, name, object::meta_str(&d.object, "uid"))))
+            Ok(json_response(
+                StatusCode::OK,
+                &success_status(rt, name, object::meta_str(&d.object, "uid")),
+            ))
         }
         (Verb::DeleteCollection, None) => {
             let opts = body::delete_options(&body)?;
-            let filter = Filter::parse(rt, q.label_selector.as_deref(), q.field_selector.as_deref())?;
+            let filter =
+                Filter::parse(rt, q.label_selector.as_deref(), q.field_selector.as_deref())?;
             let res = reg.list(rt, ns, &filter, None, None).await?;
             let mut items = Vec::new();
             for o in res.items {
                 let name = object::name(&o).to_string();
                 let ons = object::meta_str(&o, "namespace").map(str::to_string);
-                match reg.delete(rt, ons.as_deref(), &name, &opts, q.grace_period_seconds, q.dry_run).await {
+                match reg
+                    .delete(
+                        rt,
+                        ons.as_deref(),
+                        &name,
+                        &opts,
+                        q.grace_period_seconds,
+                        q.dry_run,
+                    )
+                    .await
+                {
                     Ok(d) => items.push(d.object),
                     Err(e) if e.code == 404 => {}
                     Err(e) => return Err(e),
@@ -295,15 +406,23 @@ async fn resource(
                 &json!({"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": {}, "items": items}),
             ))
         }
-        (_, Some(Subresource::Scale)) => crate::subresources::scale(app, &rr, &q, headers, &body).await,
-        (Verb::Create, Some(Subresource::Binding)) => crate::subresources::binding(app, &rr, &body).await,
-        (Verb::Create, Some(Subresource::Eviction)) => crate::subresources::eviction(app, &rr, &body).await,
+        (_, Some(Subresource::Scale)) => {
+            crate::subresources::scale(app, &rr, &q, headers, &body).await
+        }
+        (Verb::Create, Some(Subresource::Binding)) => {
+            crate::subresources::binding(app, &rr, &body).await
+        }
+        (Verb::Create, Some(Subresource::Eviction)) => {
+            crate::subresources::eviction(app, &rr, &body).await
+        }
         (_, Some(sub)) => Err(ApiError::method_not_allowed(format!(
             "{}/{} does not support this operation yet",
             rt.plural,
             sub.name()
         ))),
-        _ => Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource")),
+        _ => Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        )),
     }
 }
 
@@ -325,7 +444,11 @@ where
 
 /// Watch timeouts: the client's, or a long default.
 pub fn watch_timeout(q: &Query) -> Duration {
-    Duration::from_secs(q.timeout_seconds.unwrap_or(crate::registry::DEFAULT_WATCH_SECONDS).max(1))
+    Duration::from_secs(
+        q.timeout_seconds
+            .unwrap_or(crate::registry::DEFAULT_WATCH_SECONDS)
+            .max(1),
+    )
 }
 
 /// Look up the catalog entry behind a Scale etc. (kept for symmetry).

@@ -62,7 +62,8 @@ pub struct Running {
 }
 
 /// The namespaces every cluster has.
-pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 async fn bootstrap(reg: &registry::Registry) -> Result<(), error::ApiError> {
     let opts = registry::WriteOptions::default();
@@ -111,14 +112,26 @@ pub async fn start(cfg: ServerConfig, store: Arc<dyn Store>) -> Result<Running, 
     });
     let listener = tokio::net::TcpListener::bind((cfg.bind_address, cfg.https_port)).await?;
     let addr = listener.local_addr()?;
-    let host = if cfg.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { cfg.bind_address.to_string() };
+    let host = if cfg.bind_address.is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        cfg.bind_address.to_string()
+    };
     let kubeconfig = cfg.data_dir.join("kubeconfig");
-    let text = pki.kubeconfig(&format!("https://{host}:{}", addr.port()), "admin", &pki.admin);
+    let text = pki.kubeconfig(
+        &format!("https://{host}:{}", addr.port()),
+        "admin",
+        &pki.admin,
+    );
     pki::write_private(&kubeconfig, text.as_bytes())?;
     tokio::spawn(server::serve(listener, tls, app.clone()));
     tokio::spawn(compactor(store));
     tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server listening");
-    Ok(Running { addr, kubeconfig, app })
+    Ok(Running {
+        addr,
+        kubeconfig,
+        app,
+    })
 }
 
 /// Every five minutes, compact history older than the revision seen five minutes

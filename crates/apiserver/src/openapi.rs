@@ -1326,20 +1326,3 @@ mod tests {
         assert_eq!(group_version_ident("autoscaling", "v2"), "AutoscalingV2");
     }
 }
-#[cfg(test)]
-mod dump_tmp {
-    #[test]
-    #[ignore]
-    fn dump() {
-        let docs = super::OpenApiDocs::build();
-        let dir = std::path::Path::new("/tmp/oa");
-        std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(dir.join("root.json"), docs.root()).unwrap();
-        for p in docs.paths() {
-            let (h, b) = docs.document(p).unwrap();
-            let f = dir.join(p.replace('/', "_") + ".json");
-            std::fs::write(&f, b).unwrap();
-            println!("{p} {h} {}", b.len());
-        }
-    }
-}

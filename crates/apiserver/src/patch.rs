@@ -20,10 +20,23 @@ pub fn patch_error(rt: &ResourceType, name: &str, e: PatchError) -> ApiError {
                 .iter()
                 .map(|c| json!({"reason": "FieldManagerConflict", "message": c.to_string(), "field": c.field}))
                 .collect();
-            ApiError::new(409, "Conflict", format!("Apply failed with {} conflict{}: {}",
-                conflicts.len(), if conflicts.len() == 1 { "" } else { "s" },
-                conflicts.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")))
-            .with_details(json!({"name": name, "group": rt.group, "kind": rt.plural, "causes": causes}))
+            ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Apply failed with {} conflict{}: {}",
+                    conflicts.len(),
+                    if conflicts.len() == 1 { "" } else { "s" },
+                    conflicts
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+            .with_details(
+                json!({"name": name, "group": rt.group, "kind": rt.plural, "causes": causes}),
+            )
         }
         PatchError::TestFailed { .. } | PatchError::JsonPatchFailed { .. } => {
             ApiError::new(422, "Invalid", e.to_string())
@@ -56,12 +69,19 @@ pub async fn patch(
         ))
     })?;
     let fv = FieldValidation::parse(q.field_validation.as_deref())?;
-    let opts = WriteOptions { dry_run: q.dry_run, field_manager: q.field_manager.clone() };
+    let opts = WriteOptions {
+        dry_run: q.dry_run,
+        field_manager: q.field_manager.clone(),
+    };
     let mut warnings: Vec<String> = Vec::new();
     if pt == PatchType::Apply {
-        let manager = q.field_manager.clone().filter(|m| !m.is_empty()).ok_or_else(|| {
-            ApiError::bad_request("PATCH requests with apply patch type require a fieldManager")
-        })?;
+        let manager = q
+            .field_manager
+            .clone()
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| {
+                ApiError::bad_request("PATCH requests with apply patch type require a fieldManager")
+            })?;
         let applied = p::parse_apply_body(body).map_err(|e| patch_error(rt, name, e))?;
         let (applied, w) = body::normalize(rt, applied, fv)?;
         warnings.extend(w);
@@ -85,29 +105,58 @@ pub async fn patch(
         }
         let out = reg
             .guaranteed_update(rt, ns, name, sub, &opts, |cur| {
-                p::server_side_apply(Some(cur), &applied, &manager, q.force, rt).map_err(|e| patch_error(rt, name, e))
+                p::server_side_apply(Some(cur), &applied, &manager, q.force, rt)
+                    .map_err(|e| patch_error(rt, name, e))
             })
             .await?;
-        return Ok(crate::handler::with_warnings_pub(render(rt, &out, format, q, StatusCode::OK), &warnings));
+        return Ok(crate::handler::with_warnings_pub(
+            render(rt, &out, format, q, StatusCode::OK),
+            &warnings,
+        ));
     }
     let mut last_warnings = Vec::new();
     let out = reg
         .guaranteed_update(rt, ns, name, sub, &opts, |cur| {
-            let patched = p::apply_patch(pt, cur, body, rt).map_err(|e| patch_error(rt, name, e))?;
+            let patched =
+                p::apply_patch(pt, cur, body, rt).map_err(|e| patch_error(rt, name, e))?;
             let (obj, w) = body::normalize(rt, patched, fv)?;
             last_warnings = w;
             Ok(obj)
         })
         .await?;
     warnings.extend(last_warnings);
-    Ok(crate::handler::with_warnings_pub(render(rt, &out, format, q, StatusCode::OK), &warnings))
+    Ok(crate::handler::with_warnings_pub(
+        render(rt, &out, format, q, StatusCode::OK),
+        &warnings,
+    ))
 }
 
-fn render(rt: &ResourceType, obj: &Value, format: ResponseFormat, q: &Query, code: StatusCode) -> Response {
+fn render(
+    rt: &ResourceType,
+    obj: &Value,
+    format: ResponseFormat,
+    q: &Query,
+    code: StatusCode,
+) -> Response {
     match format {
-        ResponseFormat::Json => (code, [(axum::http::header::CONTENT_TYPE, "application/json")],
-            serde_json::to_vec(obj).unwrap_or_default()).into_response(),
-        ResponseFormat::Table => (code, [(axum::http::header::CONTENT_TYPE, "application/json")],
-            serde_json::to_vec(&crate::handler::table(rt, std::slice::from_ref(obj), q, None, None)).unwrap_or_default()).into_response(),
+        ResponseFormat::Json => (
+            code,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            serde_json::to_vec(obj).unwrap_or_default(),
+        )
+            .into_response(),
+        ResponseFormat::Table => (
+            code,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            serde_json::to_vec(&crate::handler::table(
+                rt,
+                std::slice::from_ref(obj),
+                q,
+                None,
+                None,
+            ))
+            .unwrap_or_default(),
+        )
+            .into_response(),
     }
 }

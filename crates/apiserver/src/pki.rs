@@ -14,7 +14,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("io error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("certificate generation: {0}")]
     Rcgen(#[from] rcgen::Error),
     #[error("bad PEM in {0}")]
@@ -24,7 +27,10 @@ pub enum PkiError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
-    move |source| PkiError::Io { path: path.to_path_buf(), source }
+    move |source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// PEM-encoded certificate and key.
@@ -119,7 +125,10 @@ impl Pki {
                     KeyUsagePurpose::DigitalSignature,
                 ];
                 let cert = params.self_signed(&key)?;
-                let pair = CertPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() };
+                let pair = CertPair {
+                    cert_pem: cert.pem(),
+                    key_pem: key.serialize_pem(),
+                };
                 write_pair(dir, "ca", &pair)?;
                 pair
             }
@@ -128,9 +137,14 @@ impl Pki {
             Some(p) => p,
             None => {
                 let mut sans = host_addresses();
-                for s in ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                    "kubernetes.default.svc.cluster.local", "10.43.0.1"]
-                {
+                for s in [
+                    "localhost",
+                    "kubernetes",
+                    "kubernetes.default",
+                    "kubernetes.default.svc",
+                    "kubernetes.default.svc.cluster.local",
+                    "10.43.0.1",
+                ] {
                     sans.push(s.to_string());
                 }
                 if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
@@ -154,7 +168,12 @@ impl Pki {
                 pair
             }
         };
-        Ok(Pki { dir: dir.to_path_buf(), ca, server, admin })
+        Ok(Pki {
+            dir: dir.to_path_buf(),
+            ca,
+            server,
+            admin,
+        })
     }
 
     /// Issue a client certificate for `user` in `groups`, signed by the cluster CA.
@@ -171,11 +190,13 @@ impl Pki {
         for c in pem_certs(&self.ca.cert_pem, &self.dir.join("ca.crt"))? {
             roots.add(c).map_err(|e| PkiError::Tls(e.to_string()))?;
         }
-        let verifier =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| PkiError::Tls(e.to_string()))?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| PkiError::Tls(e.to_string()))?;
         let certs = pem_certs(&self.server.cert_pem, &self.dir.join("server.crt"))?;
         let key = pem_key(&self.server.key_pem, &self.dir.join("server.key"))?;
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
@@ -218,7 +239,10 @@ fn issue(
     }
     dn.push(DnType::CommonName, cn);
     params.distinguished_name = dn;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![if server {
         ExtendedKeyUsagePurpose::ServerAuth
     } else {
@@ -226,7 +250,10 @@ fn issue(
     }];
     params.use_authority_key_identifier_extension = true;
     let cert = params.signed_by(&key, &issuer)?;
-    Ok(CertPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    Ok(CertPair {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
 }
 
 fn pem_certs(pem: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
@@ -245,7 +272,12 @@ fn pem_key(pem: &str, path: &Path) -> Result<PrivateKeyDer<'static>, PkiError> {
 pub fn identity_from_cert(der: &[u8]) -> Option<(String, Vec<String>)> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
-    let user = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let user = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
     let groups = subject
         .iter_organization()
         .filter_map(|o| o.as_str().ok().map(str::to_string))

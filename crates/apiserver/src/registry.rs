@@ -36,15 +36,15 @@ pub struct Filter {
 impl Filter {
     pub fn parse(rt: &ResourceType, label: Option<&str>, field: Option<&str>) -> ApiResult<Filter> {
         let label = match label {
-            Some(s) => Some(LabelSelector::parse(s).map_err(|e| {
-                ApiError::bad_request(format!("unable to parse requirement: {e}"))
-            })?),
+            Some(s) => {
+                Some(LabelSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?)
+            }
             None => None,
         };
         let field = match field {
             Some(s) => {
-                let fs = FieldSelector::parse(s)
-                    .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
+                let fs =
+                    FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?;
                 let allowed = strategy::for_type(rt).selectable_fields();
                 for req in fs.requirements() {
                     let f = req.field.as_str();
@@ -115,12 +115,16 @@ impl Registry {
     pub async fn new(store: Arc<dyn Store>) -> ApiResult<Arc<Registry>> {
         let mut caches = HashMap::new();
         for rt in catalog::all() {
-            caches
-                .entry(rt.storage_prefix.clone())
-                .or_insert_with(|| WatchCache::start(store.clone(), rt.storage_prefix.clone(), 8192));
+            caches.entry(rt.storage_prefix.clone()).or_insert_with(|| {
+                WatchCache::start(store.clone(), rt.storage_prefix.clone(), 8192)
+            });
         }
         let alloc = Allocators::default();
-        let reg = Registry { store, caches, alloc };
+        let reg = Registry {
+            store,
+            caches,
+            alloc,
+        };
         // Rebuild the allocators from the services that exist.
         if let Some(svc) = catalog::by_plural("", "v1", "services") {
             let all = reg.list(svc, None, &Filter::default(), None, None).await?;
@@ -136,8 +140,9 @@ impl Registry {
     }
 
     fn decode(&self, kv: &KeyValue) -> ApiResult<Value> {
-        decode_stored(&kv.value, kv.mod_revision)
-            .ok_or_else(|| ApiError::internal(format!("stored object at {} is not valid JSON", kv.key)))
+        decode_stored(&kv.value, kv.mod_revision).ok_or_else(|| {
+            ApiError::internal(format!("stored object at {} is not valid JSON", kv.key))
+        })
     }
 
     fn encode(obj: &Value) -> ApiResult<Bytes> {
@@ -145,7 +150,9 @@ impl Registry {
         if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("resourceVersion");
         }
-        serde_json::to_vec(&o).map(Bytes::from).map_err(|e| ApiError::internal(e.to_string()))
+        serde_json::to_vec(&o)
+            .map(Bytes::from)
+            .map_err(|e| ApiError::internal(e.to_string()))
     }
 
     pub async fn get(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> ApiResult<Value> {
@@ -155,11 +162,21 @@ impl Registry {
         }
     }
 
-    pub async fn get_kv_pub(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> ApiResult<(KeyValue, Value)> {
+    pub async fn get_kv_pub(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+    ) -> ApiResult<(KeyValue, Value)> {
         self.get_kv(rt, ns, name).await
     }
 
-    async fn get_kv(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> ApiResult<(KeyValue, Value)> {
+    async fn get_kv(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+    ) -> ApiResult<(KeyValue, Value)> {
         match self.store.get(&rt.key(ns, name)).await? {
             Some(kv) => {
                 let v = self.decode(&kv)?;
@@ -188,7 +205,9 @@ impl Registry {
                 let t: ContinueToken = serde_json::from_slice(&raw)
                     .map_err(|_| ApiError::bad_request("invalid continue token"))?;
                 if !t.start.starts_with(&prefix) {
-                    return Err(ApiError::bad_request("continue token does not match the request"));
+                    return Err(ApiError::bad_request(
+                        "continue token does not match the request",
+                    ));
                 }
                 (t.start, t.rv)
             }
@@ -222,14 +241,22 @@ impl Registry {
                             let next = format!("{}\0", kv.key);
                             let more = kv.key != res.kvs[n - 1].key || res.more;
                             let token = if more {
-                                let t = ContinueToken { rv: revision, start: next };
-                                Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
-                                    serde_json::to_vec(&t).unwrap_or_default(),
-                                ))
+                                let t = ContinueToken {
+                                    rv: revision,
+                                    start: next,
+                                };
+                                Some(
+                                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                                        .encode(serde_json::to_vec(&t).unwrap_or_default()),
+                                )
                             } else {
                                 None
                             };
-                            return Ok(ListResult { items, revision, continue_token: token });
+                            return Ok(ListResult {
+                                items,
+                                revision,
+                                continue_token: token,
+                            });
                         }
                     }
                 }
@@ -242,12 +269,25 @@ impl Registry {
                 None => break,
             }
         }
-        Ok(ListResult { items, revision, continue_token: None })
+        Ok(ListResult {
+            items,
+            revision,
+            continue_token: None,
+        })
     }
 
-    async fn check_namespace(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> ApiResult<()> {
-        let (true, Some(ns)) = (rt.namespaced, ns) else { return Ok(()) };
-        let Some(nsrt) = catalog::by_plural("", "v1", "namespaces") else { return Ok(()) };
+    async fn check_namespace(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+    ) -> ApiResult<()> {
+        let (true, Some(ns)) = (rt.namespaced, ns) else {
+            return Ok(());
+        };
+        let Some(nsrt) = catalog::by_plural("", "v1", "namespaces") else {
+            return Ok(());
+        };
         match self.store.get(&nsrt.key(None, ns)).await? {
             None => Err(ApiError::namespace_not_found(ns)),
             Some(kv) => {
@@ -277,9 +317,17 @@ impl Registry {
         let strat = strategy::for_type(rt);
         {
             let m = meta_mut(&mut obj);
-            let name = m.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+            let name = m
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             if name.is_empty() {
-                if let Some(g) = m.get("generateName").and_then(Value::as_str).filter(|g| !g.is_empty()) {
+                if let Some(g) = m
+                    .get("generateName")
+                    .and_then(Value::as_str)
+                    .filter(|g| !g.is_empty())
+                {
                     let n = format!("{g}{}", object::random_suffix());
                     m.insert("name".into(), json!(n));
                 }
@@ -329,9 +377,14 @@ impl Registry {
             return Ok(obj);
         }
         let bytes = Self::encode(&obj)?;
-        match self.store.put(&rt.key(ns, &name), bytes, Precondition::MustNotExist).await {
+        match self
+            .store
+            .put(&rt.key(ns, &name), bytes, Precondition::MustNotExist)
+            .await
+        {
             Ok(kv) => {
-                meta_mut(&mut obj).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+                meta_mut(&mut obj)
+                    .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
                 Ok(obj)
             }
             Err(e) => {
@@ -368,7 +421,9 @@ impl Registry {
             }
         }
         let new = self.prepare_update(rt, ns, name, obj, &old, sub)?;
-        let out = self.write_update(rt, ns, name, &kv, &old, new, opts).await?;
+        let out = self
+            .write_update(rt, ns, name, &kv, &old, new, opts)
+            .await?;
         Ok((out, false))
     }
 
@@ -432,7 +487,15 @@ impl Registry {
         {
             let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
             let m = meta_mut(&mut new);
-            for k in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+            for k in [
+                "name",
+                "namespace",
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ] {
                 match old_meta.get(k) {
                     Some(v) => {
                         m.insert(k.into(), v.clone());
@@ -449,7 +512,10 @@ impl Registry {
         defaults::apply(rt, &mut new);
         if strat.tracks_generation() {
             let changed = new.get("spec") != old.get("spec");
-            let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+            let g = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
             meta_mut(&mut new).insert("generation".into(), json!(if changed { g + 1 } else { g }));
         }
         let errs = validation::validate_update(rt, &new, old);
@@ -485,21 +551,40 @@ impl Registry {
             && object::finalizers(&new).is_empty()
             && !namespace_spec_finalizers_pending(rt, &new)
         {
-            return match self.store.delete(&rt.key(ns, name), Precondition::ModRevision(kv.mod_revision)).await {
+            return match self
+                .store
+                .delete(
+                    &rt.key(ns, name),
+                    Precondition::ModRevision(kv.mod_revision),
+                )
+                .await
+            {
                 Ok(d) => {
                     self.alloc.release_object(rt, &new);
-                    meta_mut(&mut new).insert("resourceVersion".into(), json!(d.mod_revision.to_string()));
+                    meta_mut(&mut new)
+                        .insert("resourceVersion".into(), json!(d.mod_revision.to_string()));
                     Ok(new)
                 }
-                Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound) => Err(ApiError::modified(rt, name)),
+                Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound) => {
+                    Err(ApiError::modified(rt, name))
+                }
                 Err(e) => Err(e.into()),
             };
         }
         let bytes = Self::encode(&new)?;
-        match self.store.put(&rt.key(ns, name), bytes, Precondition::ModRevision(kv.mod_revision)).await {
+        match self
+            .store
+            .put(
+                &rt.key(ns, name),
+                bytes,
+                Precondition::ModRevision(kv.mod_revision),
+            )
+            .await
+        {
             Ok(kv) => {
                 self.alloc.release_replaced(rt, &new, old);
-                meta_mut(&mut new).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+                meta_mut(&mut new)
+                    .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
                 Ok(new)
             }
             Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound) => {
@@ -530,7 +615,8 @@ impl Registry {
             attempts += 1;
             let (kv, old) = self.get_kv(rt, ns, name).await?;
             let wanted = f(&old)?;
-            if let Some(rv) = object::meta_str(&wanted, "resourceVersion").filter(|s| !s.is_empty()) {
+            if let Some(rv) = object::meta_str(&wanted, "resourceVersion").filter(|s| !s.is_empty())
+            {
                 if rv.parse::<i64>().ok() != Some(kv.mod_revision) {
                     return Err(ApiError::modified(rt, name));
                 }
@@ -573,17 +659,26 @@ impl Registry {
                     }
                 }
             }
-            let grace = options.get("gracePeriodSeconds").and_then(Value::as_i64).or(query_grace);
-            let pending_finalizers = !object::finalizers(&obj).is_empty()
-                || namespace_spec_finalizers_pending(rt, &obj);
+            let grace = options
+                .get("gracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .or(query_grace);
+            let pending_finalizers =
+                !object::finalizers(&obj).is_empty() || namespace_spec_finalizers_pending(rt, &obj);
             let graceful = graceful_period(rt, &obj, grace);
             let already_deleting = obj.pointer("/metadata/deletionTimestamp").is_some();
             if pending_finalizers || graceful.is_some() {
                 if already_deleting && graceful.is_none() {
-                    return Ok(Deleted { object: obj, gone: false });
+                    return Ok(Deleted {
+                        object: obj,
+                        gone: false,
+                    });
                 }
                 if dry_run {
-                    return Ok(Deleted { object: obj, gone: false });
+                    return Ok(Deleted {
+                        object: obj,
+                        gone: false,
+                    });
                 }
                 let m = meta_mut(&mut obj);
                 if !already_deleting {
@@ -601,27 +696,56 @@ impl Registry {
                     obj["status"]["phase"] = json!("Terminating");
                 }
                 if strategy::for_type(rt).tracks_generation() && !already_deleting {
-                    let g = obj.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+                    let g = obj
+                        .pointer("/metadata/generation")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1);
                     meta_mut(&mut obj).insert("generation".into(), json!(g + 1));
                 }
                 let bytes = Self::encode(&obj)?;
-                match self.store.put(&rt.key(ns, name), bytes, Precondition::ModRevision(kv.mod_revision)).await {
+                match self
+                    .store
+                    .put(
+                        &rt.key(ns, name),
+                        bytes,
+                        Precondition::ModRevision(kv.mod_revision),
+                    )
+                    .await
+                {
                     Ok(kv) => {
-                        meta_mut(&mut obj).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
-                        return Ok(Deleted { object: obj, gone: false });
+                        meta_mut(&mut obj)
+                            .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+                        return Ok(Deleted {
+                            object: obj,
+                            gone: false,
+                        });
                     }
                     Err(StoreError::Conflict { .. }) => continue,
                     Err(e) => return Err(e.into()),
                 }
             }
             if dry_run {
-                return Ok(Deleted { object: obj, gone: true });
+                return Ok(Deleted {
+                    object: obj,
+                    gone: true,
+                });
             }
-            match self.store.delete(&rt.key(ns, name), Precondition::ModRevision(kv.mod_revision)).await {
+            match self
+                .store
+                .delete(
+                    &rt.key(ns, name),
+                    Precondition::ModRevision(kv.mod_revision),
+                )
+                .await
+            {
                 Ok(d) => {
                     self.alloc.release_object(rt, &obj);
-                    meta_mut(&mut obj).insert("resourceVersion".into(), json!(d.mod_revision.to_string()));
-                    return Ok(Deleted { object: obj, gone: true });
+                    meta_mut(&mut obj)
+                        .insert("resourceVersion".into(), json!(d.mod_revision.to_string()));
+                    return Ok(Deleted {
+                        object: obj,
+                        gone: true,
+                    });
                 }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(StoreError::NotFound) => return Err(ApiError::not_found(rt, name)),
@@ -648,13 +772,23 @@ fn graceful_period(rt: &ResourceType, obj: &Value, requested: Option<i64>) -> Op
     if !(rt.group.is_empty() && rt.plural == "pods") {
         return None;
     }
-    let bound = obj.pointer("/spec/nodeName").and_then(Value::as_str).map(|n| !n.is_empty()).unwrap_or(false);
-    let phase = obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+    let bound = obj
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .map(|n| !n.is_empty())
+        .unwrap_or(false);
+    let phase = obj
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if !bound || phase == "Succeeded" || phase == "Failed" {
         return None;
     }
     let g = requested
-        .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+        .or_else(|| {
+            obj.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
         .unwrap_or(30);
     if g <= 0 {
         None

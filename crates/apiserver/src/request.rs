@@ -31,11 +31,18 @@ pub struct ResourceRequest {
 #[derive(Debug)]
 pub enum Target {
     /// `/api` or `/apis`.
-    RootDiscovery { legacy: bool },
+    RootDiscovery {
+        legacy: bool,
+    },
     /// `/api/v1` or `/apis/<group>/<version>`.
-    GroupVersion { group: String, version: String },
+    GroupVersion {
+        group: String,
+        version: String,
+    },
     /// `/apis/<group>`.
-    Group { group: String },
+    Group {
+        group: String,
+    },
     Resource(ResourceRequest),
 }
 
@@ -43,18 +50,33 @@ pub enum Target {
 const NAMESPACE_SUBRESOURCES: &[&str] = &["status", "finalize"];
 
 /// Parse an API path. `None` means the path is not under `/api` or `/apis`.
-pub fn parse_path(path: &str, method: &axum::http::Method, query: &Query) -> Option<ApiResult<Target>> {
-    let parts: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+pub fn parse_path(
+    path: &str,
+    method: &axum::http::Method,
+    query: &Query,
+) -> Option<ApiResult<Target>> {
+    let parts: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let (group, version, rest): (&str, &str, &[&str]) = match parts.as_slice() {
         ["api"] => return Some(Ok(Target::RootDiscovery { legacy: true })),
         ["apis"] => return Some(Ok(Target::RootDiscovery { legacy: false })),
         ["api", v, rest @ ..] => ("", *v, rest),
-        ["apis", g] => return Some(Ok(Target::Group { group: g.to_string() })),
+        ["apis", g] => {
+            return Some(Ok(Target::Group {
+                group: g.to_string(),
+            }))
+        }
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return None,
     };
     if rest.is_empty() {
-        return Some(Ok(Target::GroupVersion { group: group.to_string(), version: version.to_string() }));
+        return Some(Ok(Target::GroupVersion {
+            group: group.to_string(),
+            version: version.to_string(),
+        }));
     }
     let mut namespace = None;
     let mut rest = rest;
@@ -105,7 +127,13 @@ pub fn parse_path(path: &str, method: &axum::http::Method, query: &Query) -> Opt
             ))))
         }
     };
-    Some(Ok(Target::Resource(ResourceRequest { rt, namespace, name, subresource, verb })))
+    Some(Ok(Target::Resource(ResourceRequest {
+        rt,
+        namespace,
+        name,
+        subresource,
+        verb,
+    })))
 }
 
 /// Query parameters the API understands.
@@ -184,11 +212,18 @@ impl Query {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.raw.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.raw
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn get_all(&self, key: &str) -> Vec<&str> {
-        self.raw.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
+        self.raw
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 }
 
@@ -202,15 +237,20 @@ pub enum ResponseFormat {
 /// Read the Accept header. JSON is always acceptable as a fallback (clients that
 /// prefer protobuf also list JSON).
 pub fn response_format(accept: Option<&str>) -> ResponseFormat {
-    let Some(accept) = accept else { return ResponseFormat::Json };
+    let Some(accept) = accept else {
+        return ResponseFormat::Json;
+    };
     for part in accept.split(',') {
         let params: Vec<&str> = part.split(';').map(str::trim).collect();
-        let is_table = params.iter().any(|p| *p == "as=Table");
-        let is_meta = params.iter().any(|p| *p == "g=meta.k8s.io");
+        let is_table = params.contains(&"as=Table");
+        let is_meta = params.contains(&"g=meta.k8s.io");
         if is_table && is_meta {
             return ResponseFormat::Table;
         }
-        if params.first().map(|m| *m == "application/json" || *m == "*/*").unwrap_or(false)
+        if params
+            .first()
+            .map(|m| *m == "application/json" || *m == "*/*")
+            .unwrap_or(false)
             && !is_table
         {
             return ResponseFormat::Json;
@@ -264,7 +304,9 @@ mod tests {
             t => panic!("{t:?}"),
         }
         let q = Query::default();
-        assert!(parse_path("/apis/apps/v1/nothings", &Method::GET, &q).expect("api").is_err());
+        assert!(parse_path("/apis/apps/v1/nothings", &Method::GET, &q)
+            .expect("api")
+            .is_err());
         assert!(parse_path("/healthz", &Method::GET, &q).is_none());
     }
 
@@ -274,7 +316,10 @@ mod tests {
             response_format(Some("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json")),
             ResponseFormat::Table
         );
-        assert_eq!(response_format(Some("application/json")), ResponseFormat::Json);
+        assert_eq!(
+            response_format(Some("application/json")),
+            ResponseFormat::Json
+        );
         assert_eq!(
             response_format(Some("application/vnd.kubernetes.protobuf,application/json")),
             ResponseFormat::Json

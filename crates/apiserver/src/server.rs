@@ -29,14 +29,15 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: A
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let user: Option<User> = tls
                 .get_ref()
                 .1
@@ -44,17 +45,21 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: A
                 .and_then(|c| c.first())
                 .and_then(|c| pki::identity_from_cert(c))
                 .map(|(name, groups)| User { name, groups });
-            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let app = app.clone();
-                let user = user.clone();
-                async move {
-                    let req = req.map(axum::body::Body::new);
-                    Ok::<_, Infallible>(handler::handle(app, user, req).await)
-                }
-            });
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let app = app.clone();
+                    let user = user.clone();
+                    async move {
+                        let req = req.map(axum::body::Body::new);
+                        Ok::<_, Infallible>(handler::handle(app, user, req).await)
+                    }
+                });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder.http2().max_concurrent_streams(1000);
-            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).await {
+            if let Err(e) = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                .await
+            {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });

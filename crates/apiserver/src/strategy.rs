@@ -110,6 +110,51 @@ impl Strategy for Nodes {
 
 struct Services;
 impl Strategy for Services {
+    /// Allocated values the client left out (e.g. `kubectl replace` of the original
+    /// manifest) are carried over, as upstream does before validation.
+    fn prepare_for_update(&self, _rt: &ResourceType, new: &mut Value, old: &Value) {
+        new["status"] = old
+            .get("status")
+            .cloned()
+            .unwrap_or_else(|| json!({"loadBalancer": {}}));
+        let same_type = new.pointer("/spec/type") == old.pointer("/spec/type")
+            || new.pointer("/spec/type").is_none();
+        if let (Some(spec), Some(old_spec)) = (
+            new.get_mut("spec").and_then(Value::as_object_mut),
+            old.get("spec"),
+        ) {
+            for k in ["clusterIP", "clusterIPs"] {
+                let missing = spec.get(k).map(|v| v.is_null() || v == "").unwrap_or(true);
+                if missing {
+                    if let Some(v) = old_spec.get(k) {
+                        spec.insert(k.into(), v.clone());
+                    }
+                }
+            }
+            if same_type {
+                if let (Some(ports), Some(old_ports)) = (
+                    spec.get_mut("ports").and_then(Value::as_array_mut),
+                    old_spec.get("ports").and_then(Value::as_array),
+                ) {
+                    for p in ports.iter_mut() {
+                        if p.get("nodePort")
+                            .map(|n| n.is_null() || n == 0)
+                            .unwrap_or(true)
+                        {
+                            let same = old_ports.iter().find(|o| {
+                                o.get("port") == p.get("port")
+                                    && o.get("protocol").or(Some(&json!("TCP")))
+                                        == p.get("protocol").or(Some(&json!("TCP")))
+                            });
+                            if let Some(np) = same.and_then(|o| o.get("nodePort")) {
+                                p["nodePort"] = np.clone();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
     fn prepare_for_create(&self, _rt: &ResourceType, obj: &mut Value) {
         obj["status"] = json!({"loadBalancer": {}});
     }
@@ -167,11 +212,16 @@ pub fn for_type(rt: &ResourceType) -> &'static dyn Strategy {
         ("", "services") => &Services,
         ("", "secrets") => &Secrets,
         ("", "events") | ("events.k8s.io", "events") => &Events,
-        ("coordination.k8s.io", "leases") | ("", "endpoints") | ("discovery.k8s.io", "endpointslices") => {
-            &CreateOnUpdate
-        }
-        ("apps", _) | ("batch", _) | ("autoscaling", _) | ("policy", _) | ("", "replicationcontrollers")
-        | ("networking.k8s.io", "ingresses") | ("networking.k8s.io", "networkpolicies")
+        ("coordination.k8s.io", "leases")
+        | ("", "endpoints")
+        | ("discovery.k8s.io", "endpointslices") => &CreateOnUpdate,
+        ("apps", _)
+        | ("batch", _)
+        | ("autoscaling", _)
+        | ("policy", _)
+        | ("", "replicationcontrollers")
+        | ("networking.k8s.io", "ingresses")
+        | ("networking.k8s.io", "networkpolicies")
         | ("apiextensions.k8s.io", _) => &Workload,
         _ => {
             if rt.has_subresource(Subresource::Status) {

@@ -14,7 +14,11 @@ use crate::registry::WriteOptions;
 use crate::request::{Query, ResourceRequest, Verb};
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
-    (code, [(axum::http::header::CONTENT_TYPE, "application/json")], serde_json::to_vec(v).unwrap_or_default())
+    (
+        code,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
         .into_response()
 }
 
@@ -26,7 +30,9 @@ pub fn scale_of(obj: &Value) -> Value {
         .map(|s| {
             // ReplicationControllers use a plain map; apps kinds a LabelSelector.
             if s.get("matchLabels").is_some() || s.get("matchExpressions").is_some() {
-                LabelSelector::from_json(s).map(|l| l.to_string()).unwrap_or_default()
+                LabelSelector::from_json(s)
+                    .map(|l| l.to_string())
+                    .unwrap_or_default()
             } else {
                 s.as_object()
                     .map(|m| {
@@ -53,14 +59,26 @@ pub fn scale_of(obj: &Value) -> Value {
     })
 }
 
-pub async fn scale(app: &App, rr: &ResourceRequest, q: &Query, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
+pub async fn scale(
+    app: &App,
+    rr: &ResourceRequest,
+    q: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Response> {
     let reg = &app.registry;
     let rt = rr.rt;
     let ns = rr.namespace.as_deref();
     let name = rr.name.as_deref().unwrap_or("");
-    let opts = WriteOptions { dry_run: q.dry_run, field_manager: q.field_manager.clone() };
+    let opts = WriteOptions {
+        dry_run: q.dry_run,
+        field_manager: q.field_manager.clone(),
+    };
     match rr.verb {
-        Verb::Get => Ok(json_response(StatusCode::OK, &scale_of(&reg.get(rt, ns, name).await?))),
+        Verb::Get => Ok(json_response(
+            StatusCode::OK,
+            &scale_of(&reg.get(rt, ns, name).await?),
+        )),
         Verb::Update | Verb::Patch => {
             let scale_rt = catalog::by_plural("", "v1", "pods").unwrap_or(rt);
             let mut body_scale: Option<Value> = None;
@@ -69,7 +87,10 @@ pub async fn scale(app: &App, rr: &ResourceRequest, q: &Query, headers: &HeaderM
                 body_scale = Some(v);
             }
             let pt = if rr.verb == Verb::Patch {
-                let ct = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+                let ct = headers
+                    .get(axum::http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
                 Some(PatchType::from_content_type(ct).ok_or_else(|| {
                     ApiError::unsupported_media_type(format!("unsupported patch type {ct}"))
                 })?)
@@ -114,7 +135,9 @@ pub async fn scale(app: &App, rr: &ResourceRequest, q: &Query, headers: &HeaderM
                 .await?;
             Ok(json_response(StatusCode::OK, &scale_of(&out)))
         }
-        _ => Err(ApiError::method_not_allowed("scale supports get, update and patch")),
+        _ => Err(ApiError::method_not_allowed(
+            "scale supports get, update and patch",
+        )),
     }
 }
 
@@ -124,26 +147,56 @@ pub async fn binding(app: &App, rr: &ResourceRequest, body: &[u8]) -> ApiResult<
     let rt = rr.rt;
     let ns = rr.namespace.as_deref();
     let name = rr.name.as_deref().unwrap_or("");
-    let b: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid Binding: {e}")))?;
-    let node = b.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let b: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid Binding: {e}")))?;
+    let node = b
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if node.is_empty() {
-        return Err(ApiError::new(422, "Invalid", format!("Binding \"{name}\" is invalid: target.name: Required value")));
+        return Err(ApiError::new(
+            422,
+            "Invalid",
+            format!("Binding \"{name}\" is invalid: target.name: Required value"),
+        ));
     }
     loop {
         let (kv, cur) = reg.get_kv_pub(rt, ns, name).await?;
-        if let Some(n) = cur.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
-            return Err(ApiError::conflict(rt, name, &format!("pod {name} is already assigned to node \"{n}\"")));
+        if let Some(n) = cur
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            return Err(ApiError::conflict(
+                rt,
+                name,
+                &format!("pod {name} is already assigned to node \"{n}\""),
+            ));
         }
         if cur.pointer("/metadata/deletionTimestamp").is_some() {
-            return Err(ApiError::conflict(rt, name, &format!("pod {name} is being deleted, cannot be assigned to a host")));
+            return Err(ApiError::conflict(
+                rt,
+                name,
+                &format!("pod {name} is being deleted, cannot be assigned to a host"),
+            ));
         }
         let mut n = cur.clone();
         n["spec"]["nodeName"] = json!(node);
-        let conds = n["status"]["conditions"].as_array().cloned().unwrap_or_default();
-        let mut conds: Vec<Value> = conds.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+        let conds = n["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut conds: Vec<Value> = conds
+            .into_iter()
+            .filter(|c| c["type"] != "PodScheduled")
+            .collect();
         conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": object::now_rfc3339()}));
         n["status"]["conditions"] = json!(conds);
-        match reg.write_update(rt, ns, name, &kv, &cur, n, &WriteOptions::default()).await {
+        match reg
+            .write_update(rt, ns, name, &kv, &cur, n, &WriteOptions::default())
+            .await
+        {
             Err(e) if e.code == 409 => continue,
             Err(e) => return Err(e),
             Ok(_) => break,
@@ -160,8 +213,11 @@ pub async fn eviction(app: &App, rr: &ResourceRequest, body: &[u8]) -> ApiResult
     let rt = rr.rt;
     let ns = rr.namespace.as_deref();
     let name = rr.name.as_deref().unwrap_or("");
-    let b: Value = if body.is_empty() { json!({}) } else {
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid Eviction: {e}")))?
+    let b: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid Eviction: {e}")))?
     };
     let opts = b.get("deleteOptions").cloned().unwrap_or_else(|| json!({}));
     reg.delete(rt, ns, name, &opts, None, false).await?;

@@ -48,7 +48,11 @@ impl Watcher {
             return Some((ev.event_type, &ev.object));
         }
         let now = self.filter.matches(&ev.object);
-        let before = ev.prev.as_ref().map(|p| self.filter.matches(p)).unwrap_or(false);
+        let before = ev
+            .prev
+            .as_ref()
+            .map(|p| self.filter.matches(p))
+            .unwrap_or(false);
         match ev.event_type {
             WatchType::Added => now.then_some((WatchType::Added, &ev.object)),
             WatchType::Deleted => (now || before).then_some((WatchType::Deleted, &ev.object)),
@@ -73,9 +77,15 @@ impl Watcher {
             },
             ResponseFormat::Table => {
                 let row = table_row(self.rt, obj, &self.include, chrono::Utc::now());
-                let cols = if self.sent_columns { json!([]) } else { printers::column_definitions_json(self.rt) };
+                let cols = if self.sent_columns {
+                    json!([])
+                } else {
+                    printers::column_definitions_json(self.rt)
+                };
                 self.sent_columns = true;
-                let rv = crate::object::meta_str(obj, "resourceVersion").unwrap_or("").to_string();
+                let rv = crate::object::meta_str(obj, "resourceVersion")
+                    .unwrap_or("")
+                    .to_string();
                 let table = json!({
                     "kind": "Table", "apiVersion": "meta.k8s.io/v1",
                     "metadata": {"resourceVersion": rv},
@@ -105,7 +115,8 @@ impl Watcher {
 }
 
 fn error_event(e: &ApiError) -> Bytes {
-    let mut v = serde_json::to_vec(&json!({"type": "ERROR", "object": e.status()})).unwrap_or_default();
+    let mut v =
+        serde_json::to_vec(&json!({"type": "ERROR", "object": e.status()})).unwrap_or_default();
     v.push(b'\n');
     Bytes::from(v)
 }
@@ -113,10 +124,14 @@ fn error_event(e: &ApiError) -> Bytes {
 fn streaming_response(rx: mpsc::Receiver<Bytes>) -> Response {
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
     let mut r = (StatusCode::OK, stream_body(stream)).into_response();
-    r.headers_mut()
-        .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
-    r.headers_mut()
-        .insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-cache, private"));
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-cache, private"),
+    );
     r
 }
 
@@ -136,7 +151,10 @@ pub async fn serve(
         name: rr.name.clone(),
         filter,
         format,
-        include: q.include_object.clone().unwrap_or_else(|| "Metadata".into()),
+        include: q
+            .include_object
+            .clone()
+            .unwrap_or_else(|| "Metadata".into()),
         sent_columns: false,
         last_revision: 0,
     };
@@ -144,7 +162,10 @@ pub async fn serve(
     let send_initial = q.send_initial_events == Some(true);
     let rv: Option<i64> = match q.resource_version.as_deref() {
         None | Some("0") => None,
-        Some(s) => Some(s.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion: {s}")))?),
+        Some(s) => Some(
+            s.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion: {s}")))?,
+        ),
     };
     let mut initial = Vec::new();
     let after = match rv {
@@ -163,7 +184,12 @@ pub async fn serve(
             initial = res
                 .items
                 .into_iter()
-                .filter(|o| w.name.as_deref().map(|n| crate::object::name(o) == n).unwrap_or(true))
+                .filter(|o| {
+                    w.name
+                        .as_deref()
+                        .map(|n| crate::object::name(o) == n)
+                        .unwrap_or(true)
+                })
                 .collect();
             res.revision
         }

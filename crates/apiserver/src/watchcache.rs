@@ -85,7 +85,10 @@ impl CachedEvent {
 pub fn decode_stored(value: &[u8], revision: Revision) -> Option<Value> {
     let mut v: Value = serde_json::from_slice(value).ok()?;
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.insert("resourceVersion".into(), Value::String(revision.to_string()));
+        meta.insert(
+            "resourceVersion".into(),
+            Value::String(revision.to_string()),
+        );
     }
     Some(v)
 }
@@ -115,7 +118,11 @@ impl WatchCache {
         let start = store.current_revision();
         let (tx, _) = broadcast::channel(capacity.max(16));
         let cache = Arc::new(WatchCache {
-            inner: Mutex::new(Inner { buffer: VecDeque::new(), start_revision: start, last_revision: start }),
+            inner: Mutex::new(Inner {
+                buffer: VecDeque::new(),
+                start_revision: start,
+                last_revision: start,
+            }),
             tx,
             capacity,
         });
@@ -159,7 +166,9 @@ impl WatchCache {
     }
 
     fn push(&self, ev: navarch_store::Event) {
-        let Some(cached) = CachedEvent::from_store(ev) else { return };
+        let Some(cached) = CachedEvent::from_store(ev) else {
+            return;
+        };
         let rev = cached.revision;
         let mut inner = self.inner.lock();
         inner.last_revision = rev;
@@ -180,8 +189,16 @@ impl WatchCache {
         if after < inner.start_revision {
             return None;
         }
-        let replay = inner.buffer.iter().filter(|e| e.revision > after).cloned().collect();
-        Some(Subscription { replay, live: self.tx.subscribe() })
+        let replay = inner
+            .buffer
+            .iter()
+            .filter(|e| e.revision > after)
+            .cloned()
+            .collect();
+        Some(Subscription {
+            replay,
+            live: self.tx.subscribe(),
+        })
     }
 
     pub fn last_revision(&self) -> Revision {

@@ -21,7 +21,8 @@ pub enum Error {
 /// A client for controllers from a kubeconfig file.
 pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, Error> {
     let kc = kube::config::Kubeconfig::read_from(path)?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await?;
     Ok(kube::Client::try_from(cfg)?)
 }
 

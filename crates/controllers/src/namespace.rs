@@ -37,7 +37,10 @@ pub async fn run(client: Client) {
                         }
                     }
                 }
-                let ctx = Arc::new(Ctx { client: client.clone(), resources });
+                let ctx = Arc::new(Ctx {
+                    client: client.clone(),
+                    resources,
+                });
                 let nss: Api<Namespace> = Api::all(client.clone());
                 Controller::new(nss, watcher::Config::default())
                     .run(reconcile, error_policy, ctx)
@@ -72,7 +75,9 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         };
         for obj in list.items {
             remaining += 1;
-            let Some(n) = obj.metadata.name.as_deref() else { continue };
+            let Some(n) = obj.metadata.name.as_deref() else {
+                continue;
+            };
             if obj.metadata.deletion_timestamp.is_some() {
                 continue;
             }
@@ -87,14 +92,26 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         // Check again soon: objects with finalizers or grace periods take time.
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
-    let finalizers = ns.spec.as_ref().and_then(|s| s.finalizers.clone()).unwrap_or_default();
+    let finalizers = ns
+        .spec
+        .as_ref()
+        .and_then(|s| s.finalizers.clone())
+        .unwrap_or_default();
     if finalizers.iter().any(|f| f == "kubernetes") {
         let mut updated = (*ns).clone();
         if let Some(spec) = updated.spec.as_mut() {
-            spec.finalizers = Some(finalizers.into_iter().filter(|f| f != "kubernetes").collect());
+            spec.finalizers = Some(
+                finalizers
+                    .into_iter()
+                    .filter(|f| f != "kubernetes")
+                    .collect(),
+            );
         }
         let api: Api<Namespace> = Api::all(ctx.client.clone());
-        match api.replace_subresource("finalize", &name, &PostParams::default(), &updated).await {
+        match api
+            .replace_subresource("finalize", &name, &PostParams::default(), &updated)
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
                 return Ok(Action::requeue(Duration::from_millis(200)))

@@ -10,7 +10,11 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "navarch", version, about = "A Kubernetes-compatible container orchestrator")]
+#[command(
+    name = "navarch",
+    version,
+    about = "A Kubernetes-compatible container orchestrator"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,7 +51,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Version => {
-            println!("navarch {} (Kubernetes API v1.33)", env!("CARGO_PKG_VERSION"));
+            println!(
+                "navarch {} (Kubernetes API v1.33)",
+                env!("CARGO_PKG_VERSION")
+            );
             Ok(())
         }
         Command::Server(args) => {
@@ -55,7 +62,9 @@ fn main() -> anyhow::Result<()> {
                 .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
                 .with_writer(std::io::stderr)
                 .init();
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(server(args))
         }
     }

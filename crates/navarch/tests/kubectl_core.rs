@@ -31,13 +31,26 @@ fn namespaces_and_discovery() {
     let c = Cluster::start();
     let out = c.ok(&["get", "ns"]);
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        let line = out.lines().find(|l| l.starts_with(ns)).unwrap_or_else(|| panic!("{ns} missing in:\n{out}"));
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(ns))
+            .unwrap_or_else(|| panic!("{ns} missing in:\n{out}"));
         assert!(line.contains("Active"), "{line}");
     }
     assert!(out.starts_with("NAME"), "table header expected:\n{out}");
     let res = c.ok(&["api-resources"]);
-    for r in ["pods", "deployments", "configmaps", "leases", "horizontalpodautoscalers", "clusterroles"] {
-        assert!(res.lines().any(|l| l.starts_with(r)), "{r} missing from api-resources:\n{res}");
+    for r in [
+        "pods",
+        "deployments",
+        "configmaps",
+        "leases",
+        "horizontalpodautoscalers",
+        "clusterroles",
+    ] {
+        assert!(
+            res.lines().any(|l| l.starts_with(r)),
+            "{r} missing from api-resources:\n{res}"
+        );
     }
     let v = c.ok(&["version", "-o", "json"]);
     assert!(v.contains("\"minor\": \"33\""), "{v}");
@@ -46,20 +59,72 @@ fn namespaces_and_discovery() {
 #[test]
 fn create_generators_send_protobuf() {
     let c = Cluster::start();
-    assert_eq!(c.ok(&["create", "configmap", "c", "--from-literal=a=b"]).trim(), "configmap/c created");
-    assert_eq!(c.ok(&["get", "cm", "c", "-o", "jsonpath={.data.a}"]), "b");
-    assert_eq!(c.ok(&["create", "deployment", "web", "--image=nginx"]).trim(), "deployment.apps/web created");
-    assert_eq!(c.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]), "nginx");
-    // Defaults as upstream.
-    assert_eq!(c.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.strategy.rollingUpdate.maxSurge}"]), "25%");
-    let table = c.ok(&["get", "deploy"]);
-    assert!(table.contains("READY") && table.contains("UP-TO-DATE") && table.contains("web"), "{table}");
-    assert_eq!(c.ok(&["create", "namespace", "team-a"]).trim(), "namespace/team-a created");
     assert_eq!(
-        c.ok(&["create", "secret", "generic", "s", "--from-literal=password=hunter2", "-n", "team-a"]).trim(),
+        c.ok(&["create", "configmap", "c", "--from-literal=a=b"])
+            .trim(),
+        "configmap/c created"
+    );
+    assert_eq!(c.ok(&["get", "cm", "c", "-o", "jsonpath={.data.a}"]), "b");
+    assert_eq!(
+        c.ok(&["create", "deployment", "web", "--image=nginx"])
+            .trim(),
+        "deployment.apps/web created"
+    );
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}"
+        ]),
+        "nginx"
+    );
+    // Defaults as upstream.
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.strategy.rollingUpdate.maxSurge}"
+        ]),
+        "25%"
+    );
+    let table = c.ok(&["get", "deploy"]);
+    assert!(
+        table.contains("READY") && table.contains("UP-TO-DATE") && table.contains("web"),
+        "{table}"
+    );
+    assert_eq!(
+        c.ok(&["create", "namespace", "team-a"]).trim(),
+        "namespace/team-a created"
+    );
+    assert_eq!(
+        c.ok(&[
+            "create",
+            "secret",
+            "generic",
+            "s",
+            "--from-literal=password=hunter2",
+            "-n",
+            "team-a"
+        ])
+        .trim(),
         "secret/s created"
     );
-    assert_eq!(c.ok(&["get", "secret", "s", "-n", "team-a", "-o", "jsonpath={.data.password}"]), "aHVudGVyMg==");
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "secret",
+            "s",
+            "-n",
+            "team-a",
+            "-o",
+            "jsonpath={.data.password}"
+        ]),
+        "aHVudGVyMg=="
+    );
 }
 
 #[test]
@@ -69,19 +134,78 @@ fn apply_edit_apply_and_patch() {
     assert_eq!(c.apply(POD).trim(), "pod/web-1 unchanged");
     let edited = POD.replace("nginx:1.25", "nginx:1.26");
     assert_eq!(c.apply(&edited).trim(), "pod/web-1 configured");
-    assert_eq!(c.ok(&["get", "pod", "web-1", "-o", "jsonpath={.spec.containers[0].image}"]), "nginx:1.26");
-    assert_eq!(c.ok(&["get", "pods", "-o", "jsonpath={.items[*].metadata.name}"]), "web-1");
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "pod",
+            "web-1",
+            "-o",
+            "jsonpath={.spec.containers[0].image}"
+        ]),
+        "nginx:1.26"
+    );
+    assert_eq!(
+        c.ok(&["get", "pods", "-o", "jsonpath={.items[*].metadata.name}"]),
+        "web-1"
+    );
 
     c.ok(&["label", "pod", "web-1", "tier=fe"]);
-    assert_eq!(c.ok(&["get", "pod", "web-1", "-o", "jsonpath={.metadata.labels.tier}"]), "fe");
-    assert_eq!(c.ok(&["get", "pods", "-l", "tier=fe", "-o", "name"]).trim(), "pod/web-1");
-    assert_eq!(c.ok(&["get", "pods", "-l", "tier!=fe", "-o", "name"]).trim(), "");
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "pod",
+            "web-1",
+            "-o",
+            "jsonpath={.metadata.labels.tier}"
+        ]),
+        "fe"
+    );
+    assert_eq!(
+        c.ok(&["get", "pods", "-l", "tier=fe", "-o", "name"]).trim(),
+        "pod/web-1"
+    );
+    assert_eq!(
+        c.ok(&["get", "pods", "-l", "tier!=fe", "-o", "name"])
+            .trim(),
+        ""
+    );
     c.ok(&["annotate", "pod", "web-1", "note=hello"]);
-    assert_eq!(c.ok(&["get", "pod", "web-1", "-o", "jsonpath={.metadata.annotations.note}"]), "hello");
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "pod",
+            "web-1",
+            "-o",
+            "jsonpath={.metadata.annotations.note}"
+        ]),
+        "hello"
+    );
 
-    c.ok(&["patch", "pod", "web-1", "--type", "merge", "-p", r#"{"metadata":{"labels":{"m":"1"}}}"#]);
-    c.ok(&["patch", "pod", "web-1", "--type", "json", "-p", r#"[{"op":"add","path":"/metadata/labels/j","value":"2"}]"#]);
-    c.ok(&["patch", "pod", "web-1", "-p", r#"{"spec":{"containers":[{"name":"app","image":"nginx:1.27"}]}}"#]);
+    c.ok(&[
+        "patch",
+        "pod",
+        "web-1",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"labels":{"m":"1"}}}"#,
+    ]);
+    c.ok(&[
+        "patch",
+        "pod",
+        "web-1",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"add","path":"/metadata/labels/j","value":"2"}]"#,
+    ]);
+    c.ok(&[
+        "patch",
+        "pod",
+        "web-1",
+        "-p",
+        r#"{"spec":{"containers":[{"name":"app","image":"nginx:1.27"}]}}"#,
+    ]);
     let pod = c.ok(&["get", "pod", "web-1", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_str(&pod).expect("json");
     assert_eq!(v["metadata"]["labels"]["m"], "1");
@@ -94,33 +218,60 @@ fn apply_edit_apply_and_patch() {
     assert_eq!(v["status"]["phase"], "Pending");
 
     // Immutable pod fields.
-    let err = c.fails(&["patch", "pod", "web-1", "-p", r#"{"spec":{"restartPolicy":"Never"}}"#]);
-    assert!(err.contains("Forbidden") || err.contains("Invalid"), "{err}");
+    let err = c.fails(&[
+        "patch",
+        "pod",
+        "web-1",
+        "-p",
+        r#"{"spec":{"restartPolicy":"Never"}}"#,
+    ]);
+    assert!(
+        err.contains("Forbidden") || err.contains("Invalid"),
+        "{err}"
+    );
 
-    assert_eq!(c.ok(&["delete", "pod", "web-1"]).trim(), "pod \"web-1\" deleted");
+    assert_eq!(
+        c.ok(&["delete", "pod", "web-1"]).trim(),
+        "pod \"web-1\" deleted"
+    );
     let err = c.fails(&["get", "pod", "web-1"]);
-    assert_eq!(err.trim(), "Error from server (NotFound): pods \"web-1\" not found");
+    assert_eq!(
+        err.trim(),
+        "Error from server (NotFound): pods \"web-1\" not found"
+    );
 }
 
 #[test]
 fn not_found_conflict_invalid() {
     let c = Cluster::start();
-    assert_eq!(c.fails(&["get", "pod", "nope"]).trim(), "Error from server (NotFound): pods \"nope\" not found");
+    assert_eq!(
+        c.fails(&["get", "pod", "nope"]).trim(),
+        "Error from server (NotFound): pods \"nope\" not found"
+    );
     c.ok(&["create", "configmap", "c", "--from-literal=a=b"]);
     let err = c.fails(&["create", "configmap", "c", "--from-literal=a=b"]);
     assert!(err.contains("configmaps \"c\" already exists"), "{err}");
     // A stale resourceVersion is a 409 Conflict.
-    let mut cm: serde_json::Value = serde_json::from_str(&c.ok(&["get", "cm", "c", "-o", "json"])).expect("json");
+    let mut cm: serde_json::Value =
+        serde_json::from_str(&c.ok(&["get", "cm", "c", "-o", "json"])).expect("json");
     c.ok(&["label", "cm", "c", "x=y"]);
     cm["data"]["a"] = serde_json::json!("changed");
     let out = c.kubectl_stdin(&["replace", "-f", "-"], &cm.to_string());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("Conflict") && err.contains("the object has been modified"), "{err}");
+    assert!(
+        !out.status.success()
+            && err.contains("Conflict")
+            && err.contains("the object has been modified"),
+        "{err}"
+    );
     // Invalid names are 422 with the field path.
     let bad = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Bad_Name"}}"#;
     let out = c.kubectl_stdin(&["create", "-f", "-"], bad);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("Invalid") && err.contains("metadata.name"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("Invalid") && err.contains("metadata.name"),
+        "{err}"
+    );
     // Unknown fields are refused under kubectl's strict validation.
     let unknown = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"u"},"bogus":1}"#;
     let out = c.kubectl_stdin(&["create", "-f", "-"], unknown);
@@ -149,12 +300,16 @@ fn watch_prints_changes_from_another_client() {
         }
     });
     // Header and the existing pod first.
-    let first: Vec<String> = (0..2).filter_map(|_| rx.recv_timeout(Duration::from_secs(20)).ok()).collect();
+    let first: Vec<String> = (0..2)
+        .filter_map(|_| rx.recv_timeout(Duration::from_secs(20)).ok())
+        .collect();
     assert!(first.iter().any(|l| l.starts_with("web-1")), "{first:?}");
     let second = POD.replace("web-1", "web-2");
     c.apply(&second);
     let seen = eventually(Duration::from_secs(20), || {
-        rx.recv_timeout(Duration::from_millis(200)).ok().filter(|l| l.starts_with("web-2"))
+        rx.recv_timeout(Duration::from_millis(200))
+            .ok()
+            .filter(|l| l.starts_with("web-2"))
     });
     let _ = watch.kill();
     let _ = watch.wait();
@@ -176,7 +331,10 @@ fn objects_survive_a_crash_restart() {
     c.ok(&["create", "configmap", "keep", "--from-literal=k=v"]);
     c.apply(POD);
     c.restart();
-    assert_eq!(c.ok(&["get", "cm", "keep", "-o", "jsonpath={.data.k}"]), "v");
+    assert_eq!(
+        c.ok(&["get", "cm", "keep", "-o", "jsonpath={.data.k}"]),
+        "v"
+    );
     assert_eq!(c.ok(&["get", "pods", "-o", "name"]).trim(), "pod/web-1");
 }
 

@@ -61,7 +61,9 @@ pub fn apply(rt: &ResourceType, obj: &mut Value) {
         ("networking.k8s.io", "NetworkPolicy") => other::default_network_policy(obj),
         ("storage.k8s.io", "StorageClass") => other::default_storage_class(obj),
         ("scheduling.k8s.io", "PriorityClass") => other::default_priority_class(obj),
-        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => other::default_binding(obj),
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
+            other::default_binding(obj)
+        }
         ("apiextensions.k8s.io", "CustomResourceDefinition") => other::default_crd(obj),
         _ => {}
     }

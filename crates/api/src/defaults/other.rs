@@ -40,7 +40,10 @@ pub(crate) fn default_service(obj: &mut Value) {
         }
     }
     let ty = str_at(spec, &["type"]).to_string();
-    let has_external_ips = spec.get("externalIPs").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+    let has_external_ips = spec
+        .get("externalIPs")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
     let externally_accessible =
         ty == "LoadBalancer" || ty == "NodePort" || (ty == "ClusterIP" && has_external_ips);
     if externally_accessible {
@@ -55,20 +58,33 @@ pub(crate) fn default_service(obj: &mut Value) {
     if ty != "ExternalName" {
         // keep clusterIP and clusterIPs in step (the registry's normalisation)
         let ip = str_at(spec, &["clusterIP"]).to_string();
-        let ips_empty = spec.get("clusterIPs").and_then(Value::as_array).is_none_or(|a| a.is_empty());
+        let ips_empty = spec
+            .get("clusterIPs")
+            .and_then(Value::as_array)
+            .is_none_or(|a| a.is_empty());
         if !ip.is_empty() && ips_empty {
             ensure_obj(spec).insert("clusterIPs".to_string(), json!([ip]));
         } else if ip.is_empty() && !ips_empty {
-            let first = get(spec, &["clusterIPs"]).and_then(|a| a.get(0)).cloned().unwrap_or(Value::Null);
+            let first = get(spec, &["clusterIPs"])
+                .and_then(|a| a.get(0))
+                .cloned()
+                .unwrap_or(Value::Null);
             if first.is_string() {
                 ensure_obj(spec).insert("clusterIP".to_string(), first);
             }
         }
         set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
-        let families_empty = spec.get("ipFamilies").and_then(Value::as_array).is_none_or(|a| a.is_empty());
+        let families_empty = spec
+            .get("ipFamilies")
+            .and_then(Value::as_array)
+            .is_none_or(|a| a.is_empty());
         if families_empty {
             let ip = str_at(spec, &["clusterIP"]);
-            let fam = if ip.parse::<std::net::Ipv6Addr>().is_ok() { "IPv6" } else { "IPv4" };
+            let fam = if ip.parse::<std::net::Ipv6Addr>().is_ok() {
+                "IPv6"
+            } else {
+                "IPv4"
+            };
             ensure_obj(spec).insert("ipFamilies".to_string(), json!([fam]));
         }
     }
@@ -108,14 +124,19 @@ pub(crate) fn default_secret(obj: &mut Value) {
         let data = ensure_obj(data);
         for (k, v) in string_data {
             let s = v.as_str().unwrap_or("");
-            data.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(s)));
+            data.insert(
+                k,
+                json!(base64::engine::general_purpose::STANDARD.encode(s)),
+            );
         }
     }
 }
 
 /// Node: allocatable defaults to capacity.
 pub(crate) fn default_node(obj: &mut Value) {
-    let capacity = get(obj, &["status", "capacity"]).filter(|c| c.is_object()).cloned();
+    let capacity = get(obj, &["status", "capacity"])
+        .filter(|c| c.is_object())
+        .cloned();
     if let Some(cap) = capacity {
         let status = child_obj(obj, "status");
         if status.get("allocatable").is_none_or(Value::is_null) {
@@ -172,14 +193,23 @@ pub(crate) fn default_endpoint_slice(obj: &mut Value) {
 
 /// LimitRange: container items get default = max and defaultRequest = default or min.
 pub(crate) fn default_limit_range(obj: &mut Value) {
-    let Some(limits) = obj.get_mut("spec").and_then(|s| s.get_mut("limits")).and_then(Value::as_array_mut) else {
+    let Some(limits) = obj
+        .get_mut("spec")
+        .and_then(|s| s.get_mut("limits"))
+        .and_then(Value::as_array_mut)
+    else {
         return;
     };
     for item in limits {
         if str_at(item, &["type"]) != "Container" {
             continue;
         }
-        let pick = |item: &Value, k: &str| item.get(k).and_then(Value::as_object).cloned().unwrap_or_default();
+        let pick = |item: &Value, k: &str| {
+            item.get(k)
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default()
+        };
         let mut default = pick(item, "default");
         for (k, v) in pick(item, "max") {
             default.entry(k).or_insert(v);
@@ -210,14 +240,23 @@ pub(crate) fn default_core_event(obj: &mut Value) {
 
 fn default_scaling_rules(rules: &mut Value, up: bool) {
     let (window, policies) = if up {
-        (0, json!([{"type": "Pods", "value": 4, "periodSeconds": 15}, {"type": "Percent", "value": 100, "periodSeconds": 15}]))
+        (
+            0,
+            json!([{"type": "Pods", "value": 4, "periodSeconds": 15}, {"type": "Percent", "value": 100, "periodSeconds": 15}]),
+        )
     } else {
-        (300, json!([{"type": "Percent", "value": 100, "periodSeconds": 15}]))
+        (
+            300,
+            json!([{"type": "Percent", "value": 100, "periodSeconds": 15}]),
+        )
     };
     set_default(rules, "stabilizationWindowSeconds", json!(window));
     set_default(rules, "selectPolicy", json!("Max"));
     let m = ensure_obj(rules);
-    if m.get("policies").and_then(Value::as_array).is_none_or(|p| p.is_empty()) {
+    if m.get("policies")
+        .and_then(Value::as_array)
+        .is_none_or(|p| p.is_empty())
+    {
         m.insert("policies".to_string(), policies);
     }
 }
@@ -228,7 +267,10 @@ pub(crate) fn default_hpa(obj: &mut Value) {
     let spec = child_obj(obj, "spec");
     set_default(spec, "minReplicas", json!(1));
     let m = ensure_obj(spec);
-    if m.get("metrics").and_then(Value::as_array).is_none_or(|a| a.is_empty()) {
+    if m.get("metrics")
+        .and_then(Value::as_array)
+        .is_none_or(|a| a.is_empty())
+    {
         m.insert(
             "metrics".to_string(),
             json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]),
@@ -254,10 +296,20 @@ pub(crate) fn default_network_policy(obj: &mut Value) {
             }
         }
     }
-    let has_egress = spec.get("egress").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+    let has_egress = spec
+        .get("egress")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
     let m = ensure_obj(spec);
-    if m.get("policyTypes").and_then(Value::as_array).is_none_or(|a| a.is_empty()) {
-        let types = if has_egress { json!(["Ingress", "Egress"]) } else { json!(["Ingress"]) };
+    if m.get("policyTypes")
+        .and_then(Value::as_array)
+        .is_none_or(|a| a.is_empty())
+    {
+        let types = if has_egress {
+            json!(["Ingress", "Egress"])
+        } else {
+            json!(["Ingress"])
+        };
         m.insert("policyTypes".to_string(), types);
     }
 }
@@ -276,7 +328,11 @@ pub(crate) fn default_priority_class(obj: &mut Value) {
 /// RoleBinding/ClusterRoleBinding: the RBAC API group on roleRef and on
 /// User/Group subjects.
 pub(crate) fn default_binding(obj: &mut Value) {
-    set_default(child_obj(obj, "roleRef"), "apiGroup", json!("rbac.authorization.k8s.io"));
+    set_default(
+        child_obj(obj, "roleRef"),
+        "apiGroup",
+        json!("rbac.authorization.k8s.io"),
+    );
     if let Some(subjects) = obj.get_mut("subjects").and_then(Value::as_array_mut) {
         for s in subjects {
             if matches!(str_at(s, &["kind"]), "User" | "Group") {
@@ -297,7 +353,11 @@ pub(crate) fn default_crd(obj: &mut Value) {
     }
     let conv = child_obj(spec, "conversion");
     set_default(conv, "strategy", json!("None"));
-    if let Some(svc) = conv.get_mut("webhook").and_then(|w| w.get_mut("clientConfig")).and_then(|c| c.get_mut("service")) {
+    if let Some(svc) = conv
+        .get_mut("webhook")
+        .and_then(|w| w.get_mut("clientConfig"))
+        .and_then(|c| c.get_mut("service"))
+    {
         if svc.is_object() {
             set_default(svc, "port", json!(443));
         }

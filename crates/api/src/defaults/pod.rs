@@ -20,7 +20,11 @@ pub(crate) fn default_pod(obj: &mut Value) {
         }
     }
     set_default(spec, "enableServiceLinks", json!(true));
-    if spec.get("hostNetwork").and_then(Value::as_bool).unwrap_or(false) {
+    if spec
+        .get("hostNetwork")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
         for list in ["containers", "initContainers"] {
             for c in containers_mut(spec, list) {
                 host_network_ports(c);
@@ -50,7 +54,10 @@ pub(crate) fn default_pod_template(tmpl: &mut Value) {
 }
 
 fn containers_mut<'a>(spec: &'a mut Value, list: &str) -> impl Iterator<Item = &'a mut Value> {
-    spec.get_mut(list).and_then(Value::as_array_mut).into_iter().flat_map(|a| a.iter_mut())
+    spec.get_mut(list)
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flat_map(|a| a.iter_mut())
 }
 
 /// Upstream `SetDefaults_PodSpec` and everything nested in a pod spec.
@@ -88,7 +95,11 @@ fn image_tag(image: &str) -> Option<&str> {
 
 fn default_container(c: &mut Value) {
     let image = str_at(c, &["image"]).to_string();
-    let policy = if image_tag(&image) == Some("latest") { "Always" } else { "IfNotPresent" };
+    let policy = if image_tag(&image) == Some("latest") {
+        "Always"
+    } else {
+        "IfNotPresent"
+    };
     set_default(c, "imagePullPolicy", json!(policy));
     set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
     set_default(c, "terminationMessagePolicy", json!("File"));
@@ -116,7 +127,11 @@ fn default_container(c: &mut Value) {
     }
     if let Some(env) = c.get_mut("env").and_then(Value::as_array_mut) {
         for e in env {
-            if let Some(fr) = e.get_mut("valueFrom").and_then(|v| v.get_mut("fieldRef")).filter(|f| f.is_object()) {
+            if let Some(fr) = e
+                .get_mut("valueFrom")
+                .and_then(|v| v.get_mut("fieldRef"))
+                .filter(|f| f.is_object())
+            {
                 set_default(fr, "apiVersion", json!("v1"));
             }
         }
@@ -150,8 +165,10 @@ fn default_volume(v: &mut Value) {
             }
             if let Some(sources) = s.get_mut("sources").and_then(Value::as_array_mut) {
                 for ps in sources {
-                    if let Some(items) =
-                        ps.get_mut("downwardAPI").and_then(|d| d.get_mut("items")).and_then(Value::as_array_mut)
+                    if let Some(items) = ps
+                        .get_mut("downwardAPI")
+                        .and_then(|d| d.get_mut("items"))
+                        .and_then(Value::as_array_mut)
                     {
                         for it in items {
                             if let Some(fr) = it.get_mut("fieldRef").filter(|f| f.is_object()) {
@@ -173,7 +190,12 @@ fn default_volume(v: &mut Value) {
 
 /// `SetDefaults_Pod`: requests default to limits for resources only limited.
 fn default_requests_from_limits(c: &mut Value) {
-    let Some(limits) = c.get("resources").and_then(|r| r.get("limits")).and_then(Value::as_object).cloned() else {
+    let Some(limits) = c
+        .get("resources")
+        .and_then(|r| r.get("limits"))
+        .and_then(Value::as_object)
+        .cloned()
+    else {
         return;
     };
     let res = child_obj(c, "resources");
@@ -188,7 +210,9 @@ fn host_network_ports(c: &mut Value) {
     if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
         for p in ports {
             let cp = p.get("containerPort").cloned().unwrap_or(Value::Null);
-            let missing = p.get("hostPort").is_none_or(|h| h.is_null() || h.as_i64() == Some(0));
+            let missing = p
+                .get("hostPort")
+                .is_none_or(|h| h.is_null() || h.as_i64() == Some(0));
             if missing && !cp.is_null() {
                 ensure_obj(p).insert("hostPort".to_string(), cp);
             }
@@ -199,12 +223,19 @@ fn host_network_ports(c: &mut Value) {
 /// DefaultTolerationSeconds admission: tolerate not-ready and unreachable nodes
 /// for 300 s unless the pod already tolerates them.
 fn default_tolerations(spec: &mut Value) {
-    let tolerations = ensure_obj(spec).entry("tolerations").or_insert_with(|| json!([]));
+    let tolerations = ensure_obj(spec)
+        .entry("tolerations")
+        .or_insert_with(|| json!([]));
     if !tolerations.is_array() {
         *tolerations = json!([]);
     }
-    let Some(list) = tolerations.as_array_mut() else { return };
-    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+    let Some(list) = tolerations.as_array_mut() else {
+        return;
+    };
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
         let tolerated = list.iter().any(|t| {
             let k = str_at(t, &["key"]);
             let e = str_at(t, &["effect"]);
@@ -240,11 +271,16 @@ mod tests {
         let mut pod = json!({"spec": {"containers": [{"name": "a", "image": "x:1",
             "resources": {"limits": {"cpu": "1"}, "requests": {"memory": "1Gi"}}}]}});
         default_pod(&mut pod);
-        assert_eq!(pod["spec"]["containers"][0]["resources"]["requests"], json!({"memory": "1Gi", "cpu": "1"}));
+        assert_eq!(
+            pod["spec"]["containers"][0]["resources"]["requests"],
+            json!({"memory": "1Gi", "cpu": "1"})
+        );
         let mut tmpl = json!({"spec": {"containers": [{"name": "a", "image": "x:1",
             "resources": {"limits": {"cpu": "1"}}}]}});
         default_pod_template(&mut tmpl);
-        assert!(tmpl["spec"]["containers"][0]["resources"].get("requests").is_none());
+        assert!(tmpl["spec"]["containers"][0]["resources"]
+            .get("requests")
+            .is_none());
         assert!(tmpl["spec"].get("enableServiceLinks").is_none());
     }
 
@@ -256,7 +292,10 @@ mod tests {
         let mut pod = json!({"spec": {"tolerations": [
             {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 10}]}});
         default_pod(&mut pod);
-        let t = pod["spec"]["tolerations"].as_array().cloned().unwrap_or_default();
+        let t = pod["spec"]["tolerations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         assert_eq!(t.len(), 2);
         assert_eq!(t[0]["tolerationSeconds"], 10);
         assert_eq!(t[1]["key"], "node.kubernetes.io/not-ready");
@@ -276,7 +315,10 @@ mod tests {
         let c = &s["containers"][0];
         assert_eq!(c["imagePullPolicy"], "Always");
         assert_eq!(c["ports"][0]["protocol"], "TCP");
-        assert_eq!(c["readinessProbe"]["httpGet"], json!({"port": 80, "path": "/", "scheme": "HTTP"}));
+        assert_eq!(
+            c["readinessProbe"]["httpGet"],
+            json!({"port": 80, "path": "/", "scheme": "HTTP"})
+        );
         assert_eq!(c["readinessProbe"]["failureThreshold"], 3);
         assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["apiVersion"], "v1");
         assert_eq!(s["priority"], 0);

@@ -5,7 +5,10 @@ use serde_json::{json, Value};
 
 use super::other::default_pvc;
 use super::pod::default_pod_template;
-use super::{JOB_CONTROLLER_UID_LABEL, JOB_NAME_LABEL, LEGACY_JOB_CONTROLLER_UID_LABEL, LEGACY_JOB_NAME_LABEL};
+use super::{
+    JOB_CONTROLLER_UID_LABEL, JOB_NAME_LABEL, LEGACY_JOB_CONTROLLER_UID_LABEL,
+    LEGACY_JOB_NAME_LABEL,
+};
 use crate::validation::util::{child_obj, ensure_obj, get, set_default, str_at};
 
 fn default_template_at(spec: &mut Value) {
@@ -54,7 +57,10 @@ pub(crate) fn default_stateful_set(obj: &mut Value) {
     set_default(policy, "whenScaled", json!("Retain"));
     set_default(spec, "replicas", json!(1));
     set_default(spec, "revisionHistoryLimit", json!(10));
-    if let Some(claims) = spec.get_mut("volumeClaimTemplates").and_then(Value::as_array_mut) {
+    if let Some(claims) = spec
+        .get_mut("volumeClaimTemplates")
+        .and_then(Value::as_array_mut)
+    {
         for c in claims {
             default_pvc(c);
         }
@@ -79,14 +85,24 @@ pub(crate) fn default_daemon_set(obj: &mut Value) {
 /// core/v1 `SetDefaults_ReplicationController`: selector and labels from the
 /// template's labels, one replica.
 pub(crate) fn default_replication_controller(obj: &mut Value) {
-    let labels = get(obj, &["spec", "template", "metadata", "labels"]).filter(|l| l.is_object()).cloned();
+    let labels = get(obj, &["spec", "template", "metadata", "labels"])
+        .filter(|l| l.is_object())
+        .cloned();
     if let Some(labels) = labels {
         let spec = child_obj(obj, "spec");
-        if spec.get("selector").and_then(Value::as_object).is_none_or(|m| m.is_empty()) {
+        if spec
+            .get("selector")
+            .and_then(Value::as_object)
+            .is_none_or(|m| m.is_empty())
+        {
             ensure_obj(spec).insert("selector".to_string(), labels.clone());
         }
         let meta = child_obj(obj, "metadata");
-        if meta.get("labels").and_then(Value::as_object).is_none_or(|m| m.is_empty()) {
+        if meta
+            .get("labels")
+            .and_then(Value::as_object)
+            .is_none_or(|m| m.is_empty())
+        {
             ensure_obj(meta).insert("labels".to_string(), labels);
         }
     }
@@ -102,10 +118,15 @@ pub(crate) fn default_replication_controller(obj: &mut Value) {
 pub(crate) fn default_job(obj: &mut Value) {
     let name = str_at(obj, &["metadata", "name"]).to_string();
     let uid = str_at(obj, &["metadata", "uid"]).to_string();
-    let manual = get(obj, &["spec", "manualSelector"]).and_then(Value::as_bool).unwrap_or(false);
+    let manual = get(obj, &["spec", "manualSelector"])
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let spec = child_obj(obj, "spec");
     if !manual && !uid.is_empty() {
-        let labels = ensure_obj(child_obj(child_obj(child_obj(spec, "template"), "metadata"), "labels"));
+        let labels = ensure_obj(child_obj(
+            child_obj(child_obj(spec, "template"), "metadata"),
+            "labels",
+        ));
         for key in [LEGACY_JOB_NAME_LABEL, JOB_NAME_LABEL] {
             labels.entry(key).or_insert_with(|| json!(name));
         }
@@ -113,25 +134,41 @@ pub(crate) fn default_job(obj: &mut Value) {
             labels.entry(key).or_insert_with(|| json!(uid));
         }
         let match_labels = ensure_obj(child_obj(child_obj(spec, "selector"), "matchLabels"));
-        match_labels.entry(JOB_CONTROLLER_UID_LABEL).or_insert_with(|| json!(uid));
+        match_labels
+            .entry(JOB_CONTROLLER_UID_LABEL)
+            .or_insert_with(|| json!(uid));
     }
     let has = |spec: &Value, k: &str| spec.get(k).is_some_and(|v| !v.is_null());
     if !has(spec, "completions") && !has(spec, "parallelism") {
         ensure_obj(spec).insert("completions".to_string(), json!(1));
     }
     set_default(spec, "parallelism", json!(1));
-    let backoff = if has(spec, "backoffLimitPerIndex") { i64::from(i32::MAX) } else { 6 };
+    let backoff = if has(spec, "backoffLimitPerIndex") {
+        i64::from(i32::MAX)
+    } else {
+        6
+    };
     set_default(spec, "backoffLimit", json!(backoff));
     set_default(spec, "completionMode", json!("NonIndexed"));
     set_default(spec, "suspend", json!(false));
-    let replacement = if has(spec, "podFailurePolicy") { "Failed" } else { "TerminatingOrFailed" };
+    let replacement = if has(spec, "podFailurePolicy") {
+        "Failed"
+    } else {
+        "TerminatingOrFailed"
+    };
     set_default(spec, "podReplacementPolicy", json!(replacement));
     default_template_at(spec);
     // metadata.labels default to the template's labels
-    let tmpl_labels = get(obj, &["spec", "template", "metadata", "labels"]).filter(|l| l.is_object()).cloned();
+    let tmpl_labels = get(obj, &["spec", "template", "metadata", "labels"])
+        .filter(|l| l.is_object())
+        .cloned();
     if let Some(labels) = tmpl_labels {
         let meta = child_obj(obj, "metadata");
-        if meta.get("labels").and_then(Value::as_object).is_none_or(|m| m.is_empty()) {
+        if meta
+            .get("labels")
+            .and_then(Value::as_object)
+            .is_none_or(|m| m.is_empty())
+        {
             ensure_obj(meta).insert("labels".to_string(), labels);
         }
     }

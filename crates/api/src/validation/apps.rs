@@ -26,7 +26,10 @@ pub(crate) fn selector_matches(selector: Option<&Value>, labels: &Map<String, Va
     }
     for e in arr_at(sel, &["matchExpressions"]) {
         let key = str_at(e, &["key"]);
-        let values: Vec<&str> = arr_at(e, &["values"]).iter().filter_map(Value::as_str).collect();
+        let values: Vec<&str> = arr_at(e, &["values"])
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
         let ok = match str_at(e, &["operator"]) {
             "In" => label(key).is_some_and(|v| values.contains(&v)),
             "NotIn" => label(key).is_none_or(|v| !values.contains(&v)),
@@ -69,7 +72,11 @@ pub(crate) fn validate_label_selector(sel: &Value, path: &Path) -> Vec<FieldErro
                     ));
                 }
             }
-            other => errs.push(FieldError::invalid(p.child("operator"), other, "not a valid selector operator")),
+            other => errs.push(FieldError::invalid(
+                p.child("operator"),
+                other,
+                "not a valid selector operator",
+            )),
         }
         let key = str_at(e, &["key"]);
         for msg in names::qualified_name_errors(key) {
@@ -124,7 +131,11 @@ fn validate_long_running_template(spec: &Value, sp: &Path, kind: &str) -> Vec<Fi
     let tsp = sp.child("template").child("spec");
     let rp = str_at(spec, &["template", "spec", "restartPolicy"]);
     if rp != "Always" {
-        errs.push(FieldError::not_supported(tsp.child("restartPolicy"), rp, &["Always"]));
+        errs.push(FieldError::not_supported(
+            tsp.child("restartPolicy"),
+            rp,
+            &["Always"],
+        ));
     }
     if has(spec, &["template", "spec", "activeDeadlineSeconds"]) {
         errs.push(FieldError::forbidden(
@@ -136,7 +147,8 @@ fn validate_long_running_template(spec: &Value, sp: &Path, kind: &str) -> Vec<Fi
 }
 
 fn is_percent(s: &str) -> bool {
-    s.strip_suffix('%').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    s.strip_suffix('%')
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The numeric part of an IntOrString (`25%` is 25).
@@ -154,15 +166,27 @@ fn validate_int_or_percent(v: Option<&Value>, path: &Path) -> Vec<FieldError> {
     match v {
         Some(Value::String(s)) => {
             if !is_percent(s) {
-                errs.push(FieldError::invalid(path, s.as_str(), "must be an integer or percentage (e.g '5%')"));
+                errs.push(FieldError::invalid(
+                    path,
+                    s.as_str(),
+                    "must be an integer or percentage (e.g '5%')",
+                ));
             } else if int_or_percent_value(v) > 100 {
-                errs.push(FieldError::invalid(path, s.as_str(), "must not be greater than 100%"));
+                errs.push(FieldError::invalid(
+                    path,
+                    s.as_str(),
+                    "must not be greater than 100%",
+                ));
             }
         }
         Some(Value::Number(n)) => {
             let n = n.as_i64().unwrap_or(0);
             if n < 0 {
-                errs.push(FieldError::invalid(path, n, "must be greater than or equal to 0"));
+                errs.push(FieldError::invalid(
+                    path,
+                    n,
+                    "must be greater than or equal to 0",
+                ));
             }
         }
         _ => {}
@@ -204,9 +228,16 @@ pub(crate) fn validate_deployment(obj: &Value) -> Vec<FieldError> {
             )),
             Some(ru) => {
                 let rp = stp.child("rollingUpdate");
-                errs.extend(validate_int_or_percent(ru.get("maxUnavailable"), &rp.child("maxUnavailable")));
-                errs.extend(validate_int_or_percent(ru.get("maxSurge"), &rp.child("maxSurge")));
-                if int_or_percent_value(ru.get("maxUnavailable")) == 0 && int_or_percent_value(ru.get("maxSurge")) == 0
+                errs.extend(validate_int_or_percent(
+                    ru.get("maxUnavailable"),
+                    &rp.child("maxUnavailable"),
+                ));
+                errs.extend(validate_int_or_percent(
+                    ru.get("maxSurge"),
+                    &rp.child("maxSurge"),
+                ));
+                if int_or_percent_value(ru.get("maxUnavailable")) == 0
+                    && int_or_percent_value(ru.get("maxSurge")) == 0
                 {
                     errs.push(FieldError::invalid(
                         rp.child("maxUnavailable"),
@@ -216,10 +247,18 @@ pub(crate) fn validate_deployment(obj: &Value) -> Vec<FieldError> {
                 }
             }
         },
-        other => errs.push(FieldError::not_supported(stp, other, &["Recreate", "RollingUpdate"])),
+        other => errs.push(FieldError::not_supported(
+            stp,
+            other,
+            &["Recreate", "RollingUpdate"],
+        )),
     }
     if let Some(pds) = int_at(spec, &["progressDeadlineSeconds"]) {
-        errs.extend(nonnegative(spec, &["progressDeadlineSeconds"], &sp.child("progressDeadlineSeconds")));
+        errs.extend(nonnegative(
+            spec,
+            &["progressDeadlineSeconds"],
+            &sp.child("progressDeadlineSeconds"),
+        ));
         if pds <= int_at(spec, &["minReadySeconds"]).unwrap_or(0) {
             errs.push(FieldError::invalid(
                 sp.child("progressDeadlineSeconds"),
@@ -259,7 +298,9 @@ pub(crate) fn validate_stateful_set(obj: &Value) -> Vec<FieldError> {
     match str_at(spec, &["updateStrategy", "type"]) {
         "" => errs.push(FieldError::required(&usp, "")),
         "OnDelete" => {
-            if let Some(ru) = get(spec, &["updateStrategy", "rollingUpdate"]).filter(|r| !r.is_null()) {
+            if let Some(ru) =
+                get(spec, &["updateStrategy", "rollingUpdate"]).filter(|r| !r.is_null())
+            {
                 errs.push(FieldError::invalid(
                     usp.child("rollingUpdate"),
                     ru.clone(),
@@ -269,25 +310,48 @@ pub(crate) fn validate_stateful_set(obj: &Value) -> Vec<FieldError> {
         }
         "RollingUpdate" => {
             let rp = usp.child("rollingUpdate");
-            errs.extend(nonnegative(spec, &["updateStrategy", "rollingUpdate", "partition"], &rp.child("partition")));
+            errs.extend(nonnegative(
+                spec,
+                &["updateStrategy", "rollingUpdate", "partition"],
+                &rp.child("partition"),
+            ));
             if let Some(mu) = get(spec, &["updateStrategy", "rollingUpdate", "maxUnavailable"]) {
-                errs.extend(validate_int_or_percent(Some(mu), &rp.child("maxUnavailable")));
+                errs.extend(validate_int_or_percent(
+                    Some(mu),
+                    &rp.child("maxUnavailable"),
+                ));
                 if int_or_percent_value(Some(mu)) == 0 {
-                    errs.push(FieldError::invalid(rp.child("maxUnavailable"), mu.clone(), "must be greater than 0"));
+                    errs.push(FieldError::invalid(
+                        rp.child("maxUnavailable"),
+                        mu.clone(),
+                        "must be greater than 0",
+                    ));
                 }
             }
         }
-        other => errs.push(FieldError::invalid(&usp, other, "must be 'RollingUpdate' or 'OnDelete'")),
+        other => errs.push(FieldError::invalid(
+            &usp,
+            other,
+            "must be 'RollingUpdate' or 'OnDelete'",
+        )),
     }
     let pp = sp.child("persistentVolumeClaimRetentionPolicy");
     for f in ["whenDeleted", "whenScaled"] {
         let v = str_at(spec, &["persistentVolumeClaimRetentionPolicy", f]);
         if !v.is_empty() && v != "Retain" && v != "Delete" {
-            errs.push(FieldError::not_supported(pp.child(f), v, &["Retain", "Delete"]));
+            errs.push(FieldError::not_supported(
+                pp.child(f),
+                v,
+                &["Retain", "Delete"],
+            ));
         }
     }
     errs.extend(replicas_and_counts(spec, &sp));
-    errs.extend(nonnegative(spec, &["ordinals", "start"], &sp.child("ordinals.start")));
+    errs.extend(nonnegative(
+        spec,
+        &["ordinals", "start"],
+        &sp.child("ordinals.start"),
+    ));
     errs.extend(validate_selector_and_template(spec, &sp, "statefulset"));
     errs.extend(validate_long_running_template(spec, &sp, "StatefulSet"));
     errs
@@ -330,32 +394,51 @@ pub(crate) fn validate_daemon_set(obj: &Value) -> Vec<FieldError> {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     let mut errs = validate_selector_and_template(spec, &sp, "daemonset");
     errs.extend(validate_long_running_template(spec, &sp, "DaemonSet"));
-    for f in ["minReadySeconds", "templateGeneration", "revisionHistoryLimit"] {
+    for f in [
+        "minReadySeconds",
+        "templateGeneration",
+        "revisionHistoryLimit",
+    ] {
         errs.extend(nonnegative(spec, &[f], &sp.child(f)));
     }
     let usp = sp.child("updateStrategy");
     match str_at(spec, &["updateStrategy", "type"]) {
         "OnDelete" => {}
-        "RollingUpdate" => match get(spec, &["updateStrategy", "rollingUpdate"]).filter(|r| !r.is_null()) {
-            None => errs.push(FieldError::required(usp.child("rollingUpdate"), "")),
-            Some(ru) => {
-                let rp = usp.child("rollingUpdate");
-                errs.extend(validate_int_or_percent(ru.get("maxUnavailable"), &rp.child("maxUnavailable")));
-                errs.extend(validate_int_or_percent(ru.get("maxSurge"), &rp.child("maxSurge")));
-                let unavailable = int_or_percent_value(ru.get("maxUnavailable")) != 0;
-                let surge = int_or_percent_value(ru.get("maxSurge")) != 0;
-                if unavailable && surge {
-                    errs.push(FieldError::invalid(
-                        rp.child("maxSurge"),
-                        ru.get("maxSurge").cloned().unwrap_or(Value::Null),
-                        "may not be set when maxUnavailable is non-zero",
+        "RollingUpdate" => {
+            match get(spec, &["updateStrategy", "rollingUpdate"]).filter(|r| !r.is_null()) {
+                None => errs.push(FieldError::required(usp.child("rollingUpdate"), "")),
+                Some(ru) => {
+                    let rp = usp.child("rollingUpdate");
+                    errs.extend(validate_int_or_percent(
+                        ru.get("maxUnavailable"),
+                        &rp.child("maxUnavailable"),
                     ));
-                } else if !unavailable && !surge {
-                    errs.push(FieldError::required(rp.child("maxUnavailable"), "cannot be 0 when maxSurge is 0"));
+                    errs.extend(validate_int_or_percent(
+                        ru.get("maxSurge"),
+                        &rp.child("maxSurge"),
+                    ));
+                    let unavailable = int_or_percent_value(ru.get("maxUnavailable")) != 0;
+                    let surge = int_or_percent_value(ru.get("maxSurge")) != 0;
+                    if unavailable && surge {
+                        errs.push(FieldError::invalid(
+                            rp.child("maxSurge"),
+                            ru.get("maxSurge").cloned().unwrap_or(Value::Null),
+                            "may not be set when maxUnavailable is non-zero",
+                        ));
+                    } else if !unavailable && !surge {
+                        errs.push(FieldError::required(
+                            rp.child("maxUnavailable"),
+                            "cannot be 0 when maxSurge is 0",
+                        ));
+                    }
                 }
             }
-        },
-        other => errs.push(FieldError::not_supported(usp, other, &["RollingUpdate", "OnDelete"])),
+        }
+        other => errs.push(FieldError::not_supported(
+            usp,
+            other,
+            &["RollingUpdate", "OnDelete"],
+        )),
     }
     errs
 }
@@ -365,7 +448,11 @@ pub(crate) fn validate_replication_controller(obj: &Value) -> Vec<FieldError> {
     let sp = Path::new("spec");
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     let mut errs = Vec::new();
-    errs.extend(nonnegative(spec, &["minReadySeconds"], &sp.child("minReadySeconds")));
+    errs.extend(nonnegative(
+        spec,
+        &["minReadySeconds"],
+        &sp.child("minReadySeconds"),
+    ));
     let selector = obj_at(spec, &["selector"]);
     if selector.is_empty() {
         errs.push(FieldError::required(sp.child("selector"), ""));
@@ -384,7 +471,11 @@ pub(crate) fn validate_replication_controller(obj: &Value) -> Vec<FieldError> {
                 ));
             }
             errs.extend(validate_pod_template_spec(tmpl, &tp));
-            errs.extend(validate_long_running_template(spec, &sp, "ReplicationController"));
+            errs.extend(validate_long_running_template(
+                spec,
+                &sp,
+                "ReplicationController",
+            ));
         }
     }
     errs
@@ -392,22 +483,42 @@ pub(crate) fn validate_replication_controller(obj: &Value) -> Vec<FieldError> {
 
 /// Selector immutability (apps/v1 Deployment, ReplicaSet, DaemonSet).
 pub(crate) fn validate_selector_immutable(new: &Value, old: &Value) -> Vec<FieldError> {
-    immutable(new, old, &["spec", "selector"], &Path::new("spec").child("selector")).into_iter().collect()
+    immutable(
+        new,
+        old,
+        &["spec", "selector"],
+        &Path::new("spec").child("selector"),
+    )
+    .into_iter()
+    .collect()
 }
 
 /// Job spec checks shared by Jobs and CronJob job templates (upstream `validateJobSpec`).
 fn validate_job_spec_common(spec: &Value, sp: &Path) -> Vec<FieldError> {
     let mut errs = Vec::new();
-    for f in ["parallelism", "completions", "activeDeadlineSeconds", "backoffLimit", "ttlSecondsAfterFinished"] {
+    for f in [
+        "parallelism",
+        "completions",
+        "activeDeadlineSeconds",
+        "backoffLimit",
+        "ttlSecondsAfterFinished",
+    ] {
         errs.extend(nonnegative(spec, &[f], &sp.child(f)));
     }
     if has(spec, &["completionMode"]) {
         let mode = str_at(spec, &["completionMode"]);
         if mode != "NonIndexed" && mode != "Indexed" {
-            errs.push(FieldError::not_supported(sp.child("completionMode"), mode, &["NonIndexed", "Indexed"]));
+            errs.push(FieldError::not_supported(
+                sp.child("completionMode"),
+                mode,
+                &["NonIndexed", "Indexed"],
+            ));
         }
         if mode == "Indexed" && !has(spec, &["completions"]) {
-            errs.push(FieldError::required(sp.child("completions"), "when completion mode is Indexed"));
+            errs.push(FieldError::required(
+                sp.child("completions"),
+                "when completion mode is Indexed",
+            ));
         }
     }
     let tmpl = spec.get("template").unwrap_or(&Value::Null);
@@ -415,7 +526,11 @@ fn validate_job_spec_common(spec: &Value, sp: &Path) -> Vec<FieldError> {
     errs.extend(validate_pod_template_spec(tmpl, &tp));
     let rp = str_at(tmpl, &["spec", "restartPolicy"]);
     if rp != "OnFailure" && rp != "Never" {
-        errs.push(FieldError::not_supported(tp.child("spec").child("restartPolicy"), rp, &["OnFailure", "Never"]));
+        errs.push(FieldError::not_supported(
+            tp.child("spec").child("restartPolicy"),
+            rp,
+            &["OnFailure", "Never"],
+        ));
     }
     errs
 }
@@ -442,7 +557,10 @@ pub(crate) fn validate_job(obj: &Value) -> Vec<FieldError> {
     let uid = str_at(obj, &["metadata", "uid"]);
     if !bool_at(spec, &["manualSelector"]) && !uid.is_empty() && selector.is_some() {
         let mut expected = Map::new();
-        expected.insert(crate::defaults::JOB_CONTROLLER_UID_LABEL.to_string(), Value::from(uid));
+        expected.insert(
+            crate::defaults::JOB_CONTROLLER_UID_LABEL.to_string(),
+            Value::from(uid),
+        );
         if !selector_matches(selector, &expected) {
             errs.push(FieldError::invalid(
                 sp.child("selector"),
@@ -462,13 +580,29 @@ pub(crate) fn validate_job_update(new: &Value, old: &Value) -> Vec<FieldError> {
     let elastic = str_at(new, &["spec", "completionMode"]) == "Indexed"
         && int_at(new, &["spec", "completions"]) == int_at(new, &["spec", "parallelism"]);
     if !elastic {
-        errs.extend(immutable(new, old, &["spec", "completions"], &sp.child("completions")));
+        errs.extend(immutable(
+            new,
+            old,
+            &["spec", "completions"],
+            &sp.child("completions"),
+        ));
     }
-    for f in ["selector", "completionMode", "podFailurePolicy", "backoffLimitPerIndex", "managedBy", "successPolicy"] {
+    for f in [
+        "selector",
+        "completionMode",
+        "podFailurePolicy",
+        "backoffLimitPerIndex",
+        "managedBy",
+        "successPolicy",
+    ] {
         errs.extend(immutable(new, old, &["spec", f], &sp.child(f)));
     }
-    let mut new_tmpl = get(new, &["spec", "template"]).cloned().unwrap_or(Value::Null);
-    let old_tmpl = get(old, &["spec", "template"]).cloned().unwrap_or(Value::Null);
+    let mut new_tmpl = get(new, &["spec", "template"])
+        .cloned()
+        .unwrap_or(Value::Null);
+    let old_tmpl = get(old, &["spec", "template"])
+        .cloned()
+        .unwrap_or(Value::Null);
     if bool_at(old, &["spec", "suspend"]) && !has(old, &["status", "startTime"]) {
         // a suspended job that never started may change scheduling directives
         for keys in [
@@ -490,8 +624,14 @@ pub(crate) fn validate_job_update(new: &Value, old: &Value) -> Vec<FieldError> {
         }
     }
     if new_tmpl != old_tmpl {
-        let shown = get(new, &["spec", "template"]).cloned().unwrap_or(Value::Null);
-        errs.push(FieldError::invalid(sp.child("template"), shown, super::meta::IMMUTABLE));
+        let shown = get(new, &["spec", "template"])
+            .cloned()
+            .unwrap_or(Value::Null);
+        errs.push(FieldError::invalid(
+            sp.child("template"),
+            shown,
+            super::meta::IMMUTABLE,
+        ));
     }
     errs
 }
@@ -501,7 +641,11 @@ pub(crate) fn validate_cron_job(obj: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let name = str_at(obj, &["metadata", "name"]);
     if name.len() > 52 {
-        errs.push(FieldError::invalid(Path::new("metadata").child("name"), name, "must be no more than 52 characters"));
+        errs.push(FieldError::invalid(
+            Path::new("metadata").child("name"),
+            name,
+            "must be no more than 52 characters",
+        ));
     }
     let sp = Path::new("spec");
     let spec = obj.get("spec").unwrap_or(&Value::Null);
@@ -520,7 +664,11 @@ pub(crate) fn validate_cron_job(obj: &Value) -> Vec<FieldError> {
             ));
         }
     }
-    errs.extend(nonnegative(spec, &["startingDeadlineSeconds"], &sp.child("startingDeadlineSeconds")));
+    errs.extend(nonnegative(
+        spec,
+        &["startingDeadlineSeconds"],
+        &sp.child("startingDeadlineSeconds"),
+    ));
     match str_at(spec, &["concurrencyPolicy"]) {
         "Allow" | "Forbid" | "Replace" => {}
         "" => errs.push(FieldError::required(sp.child("concurrencyPolicy"), "")),
@@ -534,10 +682,18 @@ pub(crate) fn validate_cron_job(obj: &Value) -> Vec<FieldError> {
     let jspec = get(spec, &["jobTemplate", "spec"]).unwrap_or(&Value::Null);
     errs.extend(validate_job_spec_common(jspec, &jtp));
     if let Some(sel) = jspec.get("selector").filter(|s| !s.is_null()) {
-        errs.push(FieldError::invalid(jtp.child("selector"), sel.clone(), "`selector` will be auto-generated"));
+        errs.push(FieldError::invalid(
+            jtp.child("selector"),
+            sel.clone(),
+            "`selector` will be auto-generated",
+        ));
     }
     if bool_at(jspec, &["manualSelector"]) {
-        errs.push(FieldError::not_supported(jtp.child("manualSelector"), true, &["nil", "false"]));
+        errs.push(FieldError::not_supported(
+            jtp.child("manualSelector"),
+            true,
+            &["nil", "false"],
+        ));
     }
     for f in ["successfulJobsHistoryLimit", "failedJobsHistoryLimit"] {
         errs.extend(nonnegative(spec, &[f], &sp.child(f)));

@@ -21,19 +21,53 @@ const MONTHS: &[(&str, i64)] = &[
     ("nov", 11),
     ("dec", 12),
 ];
-const DAYS: &[(&str, i64)] =
-    &[("sun", 0), ("mon", 1), ("tue", 2), ("wed", 3), ("thu", 4), ("fri", 5), ("sat", 6)];
-
-const FIELDS: [Bounds; 5] = [
-    Bounds { min: 0, max: 59, names: &[] },
-    Bounds { min: 0, max: 23, names: &[] },
-    Bounds { min: 1, max: 31, names: &[] },
-    Bounds { min: 1, max: 12, names: MONTHS },
-    Bounds { min: 0, max: 6, names: DAYS },
+const DAYS: &[(&str, i64)] = &[
+    ("sun", 0),
+    ("mon", 1),
+    ("tue", 2),
+    ("wed", 3),
+    ("thu", 4),
+    ("fri", 5),
+    ("sat", 6),
 ];
 
-const DESCRIPTORS: &[&str] =
-    &["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"];
+const FIELDS: [Bounds; 5] = [
+    Bounds {
+        min: 0,
+        max: 59,
+        names: &[],
+    },
+    Bounds {
+        min: 0,
+        max: 23,
+        names: &[],
+    },
+    Bounds {
+        min: 1,
+        max: 31,
+        names: &[],
+    },
+    Bounds {
+        min: 1,
+        max: 12,
+        names: MONTHS,
+    },
+    Bounds {
+        min: 0,
+        max: 6,
+        names: DAYS,
+    },
+];
+
+const DESCRIPTORS: &[&str] = &[
+    "@yearly",
+    "@annually",
+    "@monthly",
+    "@weekly",
+    "@daily",
+    "@midnight",
+    "@hourly",
+];
 
 /// Check a standard 5-field cron schedule (or a descriptor such as `@hourly`).
 pub(crate) fn parse_schedule(spec: &str) -> Result<(), String> {
@@ -45,7 +79,11 @@ pub(crate) fn parse_schedule(spec: &str) -> Result<(), String> {
         if let Some(rest) = spec.strip_prefix(prefix) {
             match rest.split_once(' ') {
                 Some((_, s)) => spec = s.trim(),
-                None => return Err(format!("provided bad location {rest}: unknown time zone {rest}")),
+                None => {
+                    return Err(format!(
+                        "provided bad location {rest}: unknown time zone {rest}"
+                    ))
+                }
             }
         }
     }
@@ -54,7 +92,11 @@ pub(crate) fn parse_schedule(spec: &str) -> Result<(), String> {
     }
     let fields: Vec<&str> = spec.split_whitespace().collect();
     if fields.len() != 5 {
-        return Err(format!("expected exactly 5 fields, found {}: [{}]", fields.len(), fields.join(" ")));
+        return Err(format!(
+            "expected exactly 5 fields, found {}: [{}]",
+            fields.len(),
+            fields.join(" ")
+        ));
     }
     for (field, bounds) in fields.iter().zip(FIELDS.iter()) {
         for part in field.split(',') {
@@ -72,7 +114,9 @@ fn parse_descriptor(spec: &str) -> Result<(), String> {
         return if is_go_duration(d) {
             Ok(())
         } else {
-            Err(format!("failed to parse duration {spec}: time: invalid duration \"{d}\""))
+            Err(format!(
+                "failed to parse duration {spec}: time: invalid duration \"{d}\""
+            ))
         };
     }
     Err(format!("unrecognized descriptor: {spec}"))
@@ -87,7 +131,9 @@ fn is_go_duration(s: &str) -> bool {
     let mut rest = s;
     let mut any = false;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_len == 0 || rest[..num_len] == *"." {
             return false;
         }
@@ -113,7 +159,9 @@ fn atoi(expr: &str) -> Result<i64, String> {
             format!("failed to parse int from {expr}: strconv.Atoi: parsing \"{expr}\": value out of range")
         })?
     } else {
-        return Err(format!("failed to parse int from {expr}: strconv.Atoi: parsing \"{expr}\": invalid syntax"));
+        return Err(format!(
+            "failed to parse int from {expr}: strconv.Atoi: parsing \"{expr}\": invalid syntax"
+        ));
     };
     if num < 0 {
         return Err(format!("negative number ({num}) not allowed: {expr}"));
@@ -157,13 +205,21 @@ fn get_range(expr: &str, b: &Bounds) -> Result<(), String> {
         _ => return Err(format!("too many slashes: {expr}")),
     };
     if start < b.min {
-        return Err(format!("beginning of range ({start}) below minimum ({}): {expr}", b.min));
+        return Err(format!(
+            "beginning of range ({start}) below minimum ({}): {expr}",
+            b.min
+        ));
     }
     if end > b.max {
-        return Err(format!("end of range ({end}) above maximum ({}): {expr}", b.max));
+        return Err(format!(
+            "end of range ({end}) above maximum ({}): {expr}",
+            b.max
+        ));
     }
     if start > end {
-        return Err(format!("beginning of range ({start}) beyond end of range ({end}): {expr}"));
+        return Err(format!(
+            "beginning of range ({start}) beyond end of range ({end}): {expr}"
+        ));
     }
     if step == 0 {
         return Err(format!("step of range should be a positive number: {expr}"));
@@ -192,19 +248,34 @@ mod tests {
 
     #[test]
     fn rejects_with_library_messages() {
-        assert_eq!(parse_schedule("foo").unwrap_err(), "expected exactly 5 fields, found 1: [foo]");
-        assert_eq!(parse_schedule("60 * * * *").unwrap_err(), "end of range (60) above maximum (59): 60");
-        assert_eq!(parse_schedule("* * 0 * *").unwrap_err(), "beginning of range (0) below minimum (1): 0");
+        assert_eq!(
+            parse_schedule("foo").unwrap_err(),
+            "expected exactly 5 fields, found 1: [foo]"
+        );
+        assert_eq!(
+            parse_schedule("60 * * * *").unwrap_err(),
+            "end of range (60) above maximum (59): 60"
+        );
+        assert_eq!(
+            parse_schedule("* * 0 * *").unwrap_err(),
+            "beginning of range (0) below minimum (1): 0"
+        );
         assert_eq!(
             parse_schedule("5-1 * * * *").unwrap_err(),
             "beginning of range (5) beyond end of range (1): 5-1"
         );
-        assert_eq!(parse_schedule("*/0 * * * *").unwrap_err(), "step of range should be a positive number: */0");
+        assert_eq!(
+            parse_schedule("*/0 * * * *").unwrap_err(),
+            "step of range should be a positive number: */0"
+        );
         assert_eq!(
             parse_schedule("x * * * *").unwrap_err(),
             "failed to parse int from x: strconv.Atoi: parsing \"x\": invalid syntax"
         );
-        assert_eq!(parse_schedule("@sometimes").unwrap_err(), "unrecognized descriptor: @sometimes");
+        assert_eq!(
+            parse_schedule("@sometimes").unwrap_err(),
+            "unrecognized descriptor: @sometimes"
+        );
         assert!(parse_schedule("@every x").is_err());
         assert_eq!(parse_schedule("").unwrap_err(), "empty spec string");
     }

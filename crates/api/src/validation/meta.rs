@@ -35,12 +35,19 @@ pub(crate) fn validate_object_meta(rt: &ResourceType, obj: &Value) -> Vec<FieldE
     let generate_name = str_at(meta, &["generateName"]);
     if !generate_name.is_empty() {
         for msg in rule.errors(generate_name, true) {
-            errs.push(FieldError::invalid(path.child("generateName"), generate_name, msg));
+            errs.push(FieldError::invalid(
+                path.child("generateName"),
+                generate_name,
+                msg,
+            ));
         }
     }
     let name = str_at(meta, &["name"]);
     if name.is_empty() {
-        errs.push(FieldError::required(path.child("name"), "name or generateName is required"));
+        errs.push(FieldError::required(
+            path.child("name"),
+            "name or generateName is required",
+        ));
     } else {
         for msg in rule.errors(name, false) {
             errs.push(FieldError::invalid(path.child("name"), name, msg));
@@ -56,15 +63,24 @@ pub(crate) fn validate_object_meta(rt: &ResourceType, obj: &Value) -> Vec<FieldE
             }
         }
     } else if !namespace.is_empty() {
-        errs.push(FieldError::forbidden(path.child("namespace"), "not allowed on this type"));
+        errs.push(FieldError::forbidden(
+            path.child("namespace"),
+            "not allowed on this type",
+        ));
     }
     if let Some(g) = int_at(meta, &["generation"]) {
         if g < 0 {
             errs.push(FieldError::invalid(path.child("generation"), g, NEGATIVE));
         }
     }
-    errs.extend(validate_labels(obj_at(meta, &["labels"]), &path.child("labels")));
-    errs.extend(validate_annotations(obj_at(meta, &["annotations"]), &path.child("annotations")));
+    errs.extend(validate_labels(
+        obj_at(meta, &["labels"]),
+        &path.child("labels"),
+    ));
+    errs.extend(validate_annotations(
+        obj_at(meta, &["annotations"]),
+        &path.child("annotations"),
+    ));
     for r in arr_at(meta, &["ownerReferences"]) {
         errs.extend(validate_owner_reference(r, &path.child("ownerReferences")));
     }
@@ -82,10 +98,17 @@ fn validate_owner_reference(r: &Value, path: &Path) -> Vec<FieldError> {
     let api_version = str_at(r, &["apiVersion"]);
     let version = api_version.rsplit('/').next().unwrap_or("");
     if version.is_empty() {
-        errs.push(FieldError::invalid(path.child("apiVersion"), api_version, "version must not be empty"));
+        errs.push(FieldError::invalid(
+            path.child("apiVersion"),
+            api_version,
+            "version must not be empty",
+        ));
     }
-    for (field, detail) in [("kind", "must not be empty"), ("name", "must not be empty"), ("uid", "must not be empty")]
-    {
+    for (field, detail) in [
+        ("kind", "must not be empty"),
+        ("name", "must not be empty"),
+        ("uid", "must not be empty"),
+    ] {
         if str_at(r, &[field]).is_empty() {
             errs.push(FieldError::invalid(path.child(field), "", detail));
         }
@@ -111,7 +134,10 @@ pub(crate) fn validate_labels(labels: &Map<String, Value>, path: &Path) -> Vec<F
 
 /// Upstream `ValidateAnnotations`: case-insensitive qualified-name keys and a
 /// total size limit of 256 KiB.
-pub(crate) fn validate_annotations(annotations: &Map<String, Value>, path: &Path) -> Vec<FieldError> {
+pub(crate) fn validate_annotations(
+    annotations: &Map<String, Value>,
+    path: &Path,
+) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let mut total = 0usize;
     for (k, v) in annotations {
@@ -146,11 +172,18 @@ pub(crate) fn validate_object_meta_update(new: &Value, old: &Value) -> Vec<Field
 
 /// Upstream `ValidateNonnegativeField`.
 pub(crate) fn nonnegative(v: &Value, keys: &[&str], path: &Path) -> Option<FieldError> {
-    int_at(v, keys).filter(|n| *n < 0).map(|n| FieldError::invalid(path, n, NEGATIVE))
+    int_at(v, keys)
+        .filter(|n| *n < 0)
+        .map(|n| FieldError::invalid(path, n, NEGATIVE))
 }
 
 /// Upstream `ValidateImmutableField` on a JSON sub-value (missing == null).
-pub(crate) fn immutable(new: &Value, old: &Value, keys: &[&str], path: &Path) -> Option<FieldError> {
+pub(crate) fn immutable(
+    new: &Value,
+    old: &Value,
+    keys: &[&str],
+    path: &Path,
+) -> Option<FieldError> {
     let n = super::util::get(new, keys).cloned().unwrap_or(Value::Null);
     let o = super::util::get(old, keys).cloned().unwrap_or(Value::Null);
     if n == o {

@@ -19,7 +19,9 @@ const TAINT_EFFECTS: &[&str] = &["NoSchedule", "PreferNoSchedule", "NoExecute"];
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
 fn decoded_len(b64: &str) -> usize {
-    base64::engine::general_purpose::STANDARD.decode(b64).map_or(b64.len(), |d| d.len())
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_or(b64.len(), |d| d.len())
 }
 
 /// A ConfigMap: valid keys, no key in both data and binaryData, 1 MiB total.
@@ -34,7 +36,11 @@ pub(crate) fn validate_config_map(obj: &Value) -> Vec<FieldError> {
             errs.push(FieldError::invalid(&p, k.as_str(), msg));
         }
         if binary.contains_key(k) {
-            errs.push(FieldError::invalid(&p, k.as_str(), "duplicate of key present in binaryData"));
+            errs.push(FieldError::invalid(
+                &p,
+                k.as_str(),
+                "duplicate of key present in binaryData",
+            ));
         }
         total += v.as_str().map_or(0, str::len);
     }
@@ -44,7 +50,11 @@ pub(crate) fn validate_config_map(obj: &Value) -> Vec<FieldError> {
             errs.push(FieldError::invalid(&p, k.as_str(), msg));
         }
         if data.contains_key(k) {
-            errs.push(FieldError::invalid(&p, k.as_str(), "duplicate of key present in data"));
+            errs.push(FieldError::invalid(
+                &p,
+                k.as_str(),
+                "duplicate of key present in data",
+            ));
         }
         total += decoded_len(v.as_str().unwrap_or(""));
     }
@@ -98,7 +108,10 @@ pub(crate) fn validate_secret(obj: &Value) -> Vec<FieldError> {
         "kubernetes.io/service-account-token" => {
             let key = "kubernetes.io/service-account.name";
             if str_at(obj, &["metadata", "annotations", key]).is_empty() {
-                errs.push(FieldError::required(Path::new("metadata").child("annotations").key(key), ""));
+                errs.push(FieldError::required(
+                    Path::new("metadata").child("annotations").key(key),
+                    "",
+                ));
             }
         }
         "kubernetes.io/dockercfg" => {
@@ -107,7 +120,10 @@ pub(crate) fn validate_secret(obj: &Value) -> Vec<FieldError> {
         }
         "kubernetes.io/dockerconfigjson" => {
             require(&mut errs, ".dockerconfigjson");
-            errs.extend(json_key(data.get(".dockerconfigjson"), &dp.key(".dockerconfigjson")));
+            errs.extend(json_key(
+                data.get(".dockerconfigjson"),
+                &dp.key(".dockerconfigjson"),
+            ));
         }
         "kubernetes.io/basic-auth" => {
             if !data.contains_key("username") && !data.contains_key("password") {
@@ -116,7 +132,12 @@ pub(crate) fn validate_secret(obj: &Value) -> Vec<FieldError> {
             }
         }
         "kubernetes.io/ssh-auth" => {
-            if data.get("ssh-privatekey").and_then(Value::as_str).unwrap_or("").is_empty() {
+            if data
+                .get("ssh-privatekey")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+            {
                 errs.push(FieldError::required(dp.key("ssh-privatekey"), ""));
             }
         }
@@ -136,16 +157,24 @@ pub(crate) fn validate_secret(obj: &Value) -> Vec<FieldError> {
 
 /// A docker config key must hold (base64 of) JSON.
 fn json_key(v: Option<&Value>, path: &Path) -> Option<FieldError> {
-    let raw = base64::engine::general_purpose::STANDARD.decode(v?.as_str()?).ok()?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(v?.as_str()?)
+        .ok()?;
     match serde_json::from_slice::<Value>(&raw) {
         Ok(_) => None,
-        Err(e) => Some(FieldError::invalid(path, "<secret contents redacted>", e.to_string())),
+        Err(e) => Some(FieldError::invalid(
+            path,
+            "<secret contents redacted>",
+            e.to_string(),
+        )),
     }
 }
 
 /// Secret updates: the type is immutable, and so is everything once `immutable: true`.
 pub(crate) fn validate_secret_update(new: &Value, old: &Value) -> Vec<FieldError> {
-    let mut errs: Vec<FieldError> = immutable(new, old, &["type"], &Path::new("type")).into_iter().collect();
+    let mut errs: Vec<FieldError> = immutable(new, old, &["type"], &Path::new("type"))
+        .into_iter()
+        .collect();
     errs.extend(validate_immutable_data(new, old, &["data"]));
     errs
 }
@@ -158,8 +187,13 @@ pub(crate) fn validate_namespace(obj: &Value) -> Vec<FieldError> {
         for msg in names::qualified_name_errors(&f) {
             errs.push(FieldError::invalid(&p, f.as_str(), msg));
         }
-        if !f.contains('/') && !matches!(f.as_str(), "kubernetes" | "orphan" | "foregroundDeletion") {
-            errs.push(FieldError::invalid(&p, f.as_str(), "name is neither a standard finalizer name nor is it fully qualified"));
+        if !f.contains('/') && !matches!(f.as_str(), "kubernetes" | "orphan" | "foregroundDeletion")
+        {
+            errs.push(FieldError::invalid(
+                &p,
+                f.as_str(),
+                "name is neither a standard finalizer name nor is it fully qualified",
+            ));
         }
     }
     errs
@@ -184,7 +218,11 @@ pub(crate) fn validate_node(obj: &Value) -> Vec<FieldError> {
         if effect.is_empty() {
             errs.push(FieldError::required(p.child("effect"), ""));
         } else if !TAINT_EFFECTS.contains(&effect) {
-            errs.push(FieldError::not_supported(p.child("effect"), effect, TAINT_EFFECTS));
+            errs.push(FieldError::not_supported(
+                p.child("effect"),
+                effect,
+                TAINT_EFFECTS,
+            ));
         }
         if !seen.insert((key, effect)) {
             let mut e = FieldError::duplicate(&p, t.clone());
@@ -192,47 +230,69 @@ pub(crate) fn validate_node(obj: &Value) -> Vec<FieldError> {
             errs.push(e);
         }
     }
-    for field in ["podCIDR"] {
-        let cidr = str_at(obj, &["spec", field]);
-        if !cidr.is_empty() && !is_cidr(cidr) {
-            errs.push(FieldError::invalid(
-                Path::new("spec").child(field),
-                cidr,
-                "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
-            ));
-        }
+    let cidr = str_at(obj, &["spec", "podCIDR"]);
+    if !cidr.is_empty() && !is_cidr(cidr) {
+        errs.push(FieldError::invalid(
+            Path::new("spec").child("podCIDR"),
+            cidr,
+            "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+        ));
     }
     errs
 }
 
 fn is_cidr(s: &str) -> bool {
-    let Some((ip, bits)) = s.split_once('/') else { return false };
-    let Ok(ip) = ip.parse::<std::net::IpAddr>() else { return false };
+    let Some((ip, bits)) = s.split_once('/') else {
+        return false;
+    };
+    let Ok(ip) = ip.parse::<std::net::IpAddr>() else {
+        return false;
+    };
     let max = if ip.is_ipv4() { 32 } else { 128 };
     bits.parse::<u8>().is_ok_and(|b| b <= max)
 }
 
 /// Length and presence checks shared by new-style events.
-fn validate_event_reporting(obj: &Value, controller_field: &str, note_field: &str) -> Vec<FieldError> {
+fn validate_event_reporting(
+    obj: &Value,
+    controller_field: &str,
+    note_field: &str,
+) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let controller = str_at(obj, &["reportingController"]);
     if controller.is_empty() {
         errs.push(FieldError::required(Path::new(controller_field), ""));
     } else {
         for msg in names::qualified_name_errors(controller) {
-            errs.push(FieldError::invalid(Path::new(controller_field), controller, msg));
+            errs.push(FieldError::invalid(
+                Path::new(controller_field),
+                controller,
+                msg,
+            ));
         }
     }
-    for (field, limit) in [("reportingInstance", 128usize), ("action", 128), ("reason", 128)] {
+    for (field, limit) in [
+        ("reportingInstance", 128usize),
+        ("action", 128),
+        ("reason", 128),
+    ] {
         let v = str_at(obj, &[field]);
         if v.is_empty() {
             errs.push(FieldError::required(Path::new(field), ""));
         } else if v.len() > limit {
-            errs.push(FieldError::invalid(Path::new(field), "", format!("can have at most {limit} characters")));
+            errs.push(FieldError::invalid(
+                Path::new(field),
+                "",
+                format!("can have at most {limit} characters"),
+            ));
         }
     }
     if str_at(obj, &[note_field]).len() > 1024 {
-        errs.push(FieldError::invalid(Path::new(note_field), "", "can have at most 1024 characters"));
+        errs.push(FieldError::invalid(
+            Path::new(note_field),
+            "",
+            "can have at most 1024 characters",
+        ));
     }
     errs
 }
@@ -248,13 +308,25 @@ pub(crate) fn validate_core_event(obj: &Value) -> Vec<FieldError> {
     let ins = str_at(obj, &["involvedObject", "namespace"]);
     let ip = Path::new("involvedObject").child("namespace");
     if !has(obj, &["eventTime"]) {
-        let ok = if ins.is_empty() { ns.is_empty() || ns == "default" } else { ns == ins };
+        let ok = if ins.is_empty() {
+            ns.is_empty() || ns == "default"
+        } else {
+            ns == ins
+        };
         if !ok {
-            errs.push(FieldError::invalid(ip, ins, "does not match event.namespace"));
+            errs.push(FieldError::invalid(
+                ip,
+                ins,
+                "does not match event.namespace",
+            ));
         }
     } else {
         if ins.is_empty() && ns != "default" && ns != "kube-system" {
-            errs.push(FieldError::invalid(ip, ins, "does not match event.namespace"));
+            errs.push(FieldError::invalid(
+                ip,
+                ins,
+                "does not match event.namespace",
+            ));
         }
         errs.extend(validate_event_reporting(obj, "source", "message"));
     }
@@ -269,27 +341,48 @@ pub(crate) fn validate_events_event(obj: &Value) -> Vec<FieldError> {
     }
     let ty = str_at(obj, &["type"]);
     if ty != "Normal" && ty != "Warning" {
-        errs.push(FieldError::invalid(Path::new("type"), "", format!("has invalid value: {ty}")));
+        errs.push(FieldError::invalid(
+            Path::new("type"),
+            "",
+            format!("has invalid value: {ty}"),
+        ));
     }
     let ns = str_at(obj, &["metadata", "namespace"]);
     let rns = str_at(obj, &["regarding", "namespace"]);
     if rns.is_empty() {
         if ns != "default" && ns != "kube-system" {
-            errs.push(FieldError::invalid(Path::new("regarding").child("namespace"), rns, "does not match event.namespace"));
+            errs.push(FieldError::invalid(
+                Path::new("regarding").child("namespace"),
+                rns,
+                "does not match event.namespace",
+            ));
         }
     } else if rns != ns {
-        errs.push(FieldError::invalid(Path::new("regarding").child("namespace"), rns, "does not match event.namespace"));
+        errs.push(FieldError::invalid(
+            Path::new("regarding").child("namespace"),
+            rns,
+            "does not match event.namespace",
+        ));
     }
     errs.extend(validate_event_reporting(obj, "reportingController", "note"));
     if let Some(c) = int_at(obj, &["series", "count"]) {
         if c < 2 {
-            errs.push(FieldError::invalid(Path::new("series").child("count"), "", "should be at least 2"));
+            errs.push(FieldError::invalid(
+                Path::new("series").child("count"),
+                "",
+                "should be at least 2",
+            ));
         }
     }
     errs
 }
 
-const ACCESS_MODES: &[&str] = &["ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"];
+const ACCESS_MODES: &[&str] = &[
+    "ReadOnlyMany",
+    "ReadWriteMany",
+    "ReadWriteOnce",
+    "ReadWriteOncePod",
+];
 
 /// A PersistentVolumeClaim.
 pub(crate) fn validate_pvc(obj: &Value) -> Vec<FieldError> {
@@ -297,11 +390,18 @@ pub(crate) fn validate_pvc(obj: &Value) -> Vec<FieldError> {
     let sp = Path::new("spec");
     let modes = strings_at(obj, &["spec", "accessModes"]);
     if modes.is_empty() && !has(obj, &["spec", "dataSourceRef"]) {
-        errs.push(FieldError::required(sp.child("accessModes"), "at least 1 access mode is required"));
+        errs.push(FieldError::required(
+            sp.child("accessModes"),
+            "at least 1 access mode is required",
+        ));
     }
     for m in &modes {
         if !ACCESS_MODES.contains(&m.as_str()) {
-            errs.push(FieldError::not_supported(sp.child("accessModes"), m.as_str(), ACCESS_MODES));
+            errs.push(FieldError::not_supported(
+                sp.child("accessModes"),
+                m.as_str(),
+                ACCESS_MODES,
+            ));
         }
     }
     if modes.iter().any(|m| m == "ReadWriteOncePod") && modes.len() > 1 {
@@ -317,13 +417,21 @@ pub(crate) fn validate_pvc(obj: &Value) -> Vec<FieldError> {
     } else {
         match parse_quantity(storage) {
             Err(e) => errs.push(FieldError::invalid(&rp, storage, e.to_string())),
-            Ok(n) if n <= 0 => errs.push(FieldError::invalid(&rp, storage, "must be greater than zero")),
+            Ok(n) if n <= 0 => errs.push(FieldError::invalid(
+                &rp,
+                storage,
+                "must be greater than zero",
+            )),
             Ok(_) => {}
         }
     }
     let vm = str_at(obj, &["spec", "volumeMode"]);
     if has(obj, &["spec", "volumeMode"]) && vm != "Block" && vm != "Filesystem" {
-        errs.push(FieldError::not_supported(sp.child("volumeMode"), vm, &["Block", "Filesystem"]));
+        errs.push(FieldError::not_supported(
+            sp.child("volumeMode"),
+            vm,
+            &["Block", "Filesystem"],
+        ));
     }
     errs
 }
@@ -361,12 +469,20 @@ pub(crate) fn validate_lease(obj: &Value) -> Vec<FieldError> {
     let sp = Path::new("spec");
     if let Some(d) = int_at(obj, &["spec", "leaseDurationSeconds"]) {
         if d <= 0 {
-            errs.push(FieldError::invalid(sp.child("leaseDurationSeconds"), d, "must be greater than 0"));
+            errs.push(FieldError::invalid(
+                sp.child("leaseDurationSeconds"),
+                d,
+                "must be greater than 0",
+            ));
         }
     }
     if let Some(t) = int_at(obj, &["spec", "leaseTransitions"]) {
         if t < 0 {
-            errs.push(FieldError::invalid(sp.child("leaseTransitions"), t, "must be greater than or equal to 0"));
+            errs.push(FieldError::invalid(
+                sp.child("leaseTransitions"),
+                t,
+                "must be greater than or equal to 0",
+            ));
         }
     }
     errs
@@ -379,7 +495,10 @@ pub(crate) fn validate_rbac_role(obj: &Value, namespaced: bool) -> Vec<FieldErro
     for (i, rule) in arr_at(obj, &["rules"]).iter().enumerate() {
         let p = Path::new("rules").index(i);
         if arr_at(rule, &["verbs"]).is_empty() {
-            errs.push(FieldError::required(p.child("verbs"), "verbs must contain at least one value"));
+            errs.push(FieldError::required(
+                p.child("verbs"),
+                "verbs must contain at least one value",
+            ));
         }
         let urls = strings_at(rule, &["nonResourceURLs"]);
         if !urls.is_empty() {
@@ -390,7 +509,9 @@ pub(crate) fn validate_rbac_role(obj: &Value, namespaced: bool) -> Vec<FieldErro
                     "namespaced rules cannot apply to non-resource URLs",
                 ));
             }
-            let has_resources = ["apiGroups", "resources", "resourceNames"].iter().any(|f| !arr_at(rule, &[f]).is_empty());
+            let has_resources = ["apiGroups", "resources", "resourceNames"]
+                .iter()
+                .any(|f| !arr_at(rule, &[f]).is_empty());
             if has_resources {
                 errs.push(FieldError::invalid(
                     p.child("nonResourceURLs"),
@@ -401,10 +522,16 @@ pub(crate) fn validate_rbac_role(obj: &Value, namespaced: bool) -> Vec<FieldErro
             continue;
         }
         if arr_at(rule, &["apiGroups"]).is_empty() {
-            errs.push(FieldError::required(p.child("apiGroups"), "resource rules must supply at least one api group"));
+            errs.push(FieldError::required(
+                p.child("apiGroups"),
+                "resource rules must supply at least one api group",
+            ));
         }
         if arr_at(rule, &["resources"]).is_empty() {
-            errs.push(FieldError::required(p.child("resources"), "resource rules must supply at least one resource"));
+            errs.push(FieldError::required(
+                p.child("resources"),
+                "resource rules must supply at least one resource",
+            ));
         }
     }
     errs
@@ -416,15 +543,27 @@ pub(crate) fn validate_rbac_binding(obj: &Value, namespaced: bool) -> Vec<FieldE
     let rp = Path::new("roleRef");
     let group = str_at(obj, &["roleRef", "apiGroup"]);
     if group != RBAC_GROUP {
-        errs.push(FieldError::not_supported(rp.child("apiGroup"), group, &[RBAC_GROUP]));
+        errs.push(FieldError::not_supported(
+            rp.child("apiGroup"),
+            group,
+            &[RBAC_GROUP],
+        ));
     }
     let kind = str_at(obj, &["roleRef", "kind"]);
     if namespaced {
         if kind != "Role" && kind != "ClusterRole" {
-            errs.push(FieldError::not_supported(rp.child("kind"), kind, &["Role", "ClusterRole"]));
+            errs.push(FieldError::not_supported(
+                rp.child("kind"),
+                kind,
+                &["Role", "ClusterRole"],
+            ));
         }
     } else if kind != "ClusterRole" {
-        errs.push(FieldError::not_supported(rp.child("kind"), kind, &["ClusterRole"]));
+        errs.push(FieldError::not_supported(
+            rp.child("kind"),
+            kind,
+            &["ClusterRole"],
+        ));
     }
     let name = str_at(obj, &["roleRef", "name"]);
     if name.is_empty() {
@@ -457,12 +596,18 @@ pub(crate) fn validate_rbac_binding(obj: &Value, namespaced: bool) -> Vec<FieldE
             }
             "User" | "Group" => {
                 if group != RBAC_GROUP {
-                    errs.push(FieldError::not_supported(p.child("apiGroup"), group, &[RBAC_GROUP]));
+                    errs.push(FieldError::not_supported(
+                        p.child("apiGroup"),
+                        group,
+                        &[RBAC_GROUP],
+                    ));
                 }
             }
-            other => {
-                errs.push(FieldError::not_supported(p.child("kind"), other, &["ServiceAccount", "User", "Group"]))
-            }
+            other => errs.push(FieldError::not_supported(
+                p.child("kind"),
+                other,
+                &["ServiceAccount", "User", "Group"],
+            )),
         }
     }
     errs
@@ -474,7 +619,11 @@ pub(crate) fn validate_rbac_binding_update(new: &Value, old: &Value) -> Vec<Fiel
     if Some(&n) == old.get("roleRef") {
         Vec::new()
     } else {
-        vec![FieldError::invalid(Path::new("roleRef"), n, "cannot change roleRef")]
+        vec![FieldError::invalid(
+            Path::new("roleRef"),
+            n,
+            "cannot change roleRef",
+        )]
     }
 }
 
@@ -484,7 +633,10 @@ pub(crate) fn validate_priority_class(obj: &Value) -> Vec<FieldError> {
     let name = str_at(obj, &["metadata", "name"]);
     let value = int_at(obj, &["value"]).unwrap_or(0);
     if name.starts_with("system-") {
-        let known = matches!((name, value), ("system-cluster-critical", 2_000_000_000) | ("system-node-critical", 2_000_001_000));
+        let known = matches!(
+            (name, value),
+            ("system-cluster-critical", 2_000_000_000) | ("system-node-critical", 2_000_001_000)
+        );
         if !known {
             errs.push(FieldError::forbidden(
                 Path::new("metadata").child("name"),
@@ -492,11 +644,18 @@ pub(crate) fn validate_priority_class(obj: &Value) -> Vec<FieldError> {
             ));
         }
     } else if value > 1_000_000_000 {
-        errs.push(FieldError::forbidden(Path::new("value"), "maximum allowed value of a user defined priority is 1000000000"));
+        errs.push(FieldError::forbidden(
+            Path::new("value"),
+            "maximum allowed value of a user defined priority is 1000000000",
+        ));
     }
     let pp = str_at(obj, &["preemptionPolicy"]);
     if has(obj, &["preemptionPolicy"]) && pp != "PreemptLowerPriority" && pp != "Never" {
-        errs.push(FieldError::not_supported(Path::new("preemptionPolicy"), pp, &["Never", "PreemptLowerPriority"]));
+        errs.push(FieldError::not_supported(
+            Path::new("preemptionPolicy"),
+            pp,
+            &["Never", "PreemptLowerPriority"],
+        ));
     }
     errs
 }
@@ -505,9 +664,17 @@ pub(crate) fn validate_priority_class(obj: &Value) -> Vec<FieldError> {
 pub(crate) fn validate_priority_class_update(new: &Value, old: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
     if int_at(new, &["value"]) != int_at(old, &["value"]) {
-        errs.push(FieldError::forbidden(Path::new("value"), "may not be changed in an update."));
+        errs.push(FieldError::forbidden(
+            Path::new("value"),
+            "may not be changed in an update.",
+        ));
     }
-    errs.extend(immutable(new, old, &["preemptionPolicy"], &Path::new("preemptionPolicy")));
+    errs.extend(immutable(
+        new,
+        old,
+        &["preemptionPolicy"],
+        &Path::new("preemptionPolicy"),
+    ));
     errs
 }
 
@@ -532,7 +699,11 @@ pub(crate) fn validate_crd(obj: &Value) -> Vec<FieldError> {
             errs.push(FieldError::invalid(sp.child("group"), group, msg));
         }
         if group.split('.').count() < 2 {
-            errs.push(FieldError::invalid(sp.child("group"), group, "should be a domain with at least one dot"));
+            errs.push(FieldError::invalid(
+                sp.child("group"),
+                group,
+                "should be a domain with at least one dot",
+            ));
         }
     }
     let np = sp.child("names");
@@ -548,11 +719,19 @@ pub(crate) fn validate_crd(obj: &Value) -> Vec<FieldError> {
     }
     let scope = str_at(obj, &["spec", "scope"]);
     if scope != "Cluster" && scope != "Namespaced" {
-        errs.push(FieldError::not_supported(sp.child("scope"), scope, &["Cluster", "Namespaced"]));
+        errs.push(FieldError::not_supported(
+            sp.child("scope"),
+            scope,
+            &["Cluster", "Namespaced"],
+        ));
     }
     let versions = arr_at(obj, &["spec", "versions"]);
     if versions.is_empty() {
-        errs.push(FieldError::invalid(sp.child("versions"), Value::Array(Vec::new()), "must have exactly one version marked as storage version"));
+        errs.push(FieldError::invalid(
+            sp.child("versions"),
+            Value::Array(Vec::new()),
+            "must have exactly one version marked as storage version",
+        ));
     } else {
         let storage = versions.iter().filter(|v| bool_at(v, &["storage"])).count();
         if storage != 1 {

@@ -25,8 +25,8 @@ use serde_json::Value;
 use crate::catalog::ResourceType;
 
 pub use names::{
-    is_config_map_key, is_dns1035_label, is_dns1123_label, is_dns1123_subdomain,
-    is_qualified_name, is_valid_label_value, is_valid_path_segment_name, is_valid_port_name,
+    is_config_map_key, is_dns1035_label, is_dns1123_label, is_dns1123_subdomain, is_qualified_name,
+    is_valid_label_value, is_valid_path_segment_name, is_valid_port_name,
 };
 pub use quantity::{parse_quantity, QuantityError};
 
@@ -102,7 +102,12 @@ impl FieldError {
         bad_value: Option<Value>,
         detail: impl Into<String>,
     ) -> Self {
-        FieldError { error_type, field: field.to_string(), bad_value, detail: detail.into() }
+        FieldError {
+            error_type,
+            field: field.to_string(),
+            bad_value,
+            detail: detail.into(),
+        }
     }
 
     /// `field.Required`: the field must be set.
@@ -111,7 +116,11 @@ impl FieldError {
     }
 
     /// `field.Invalid`: the value is not acceptable.
-    pub fn invalid(field: impl fmt::Display, value: impl Into<Value>, detail: impl Into<String>) -> Self {
+    pub fn invalid(
+        field: impl fmt::Display,
+        value: impl Into<Value>,
+        detail: impl Into<String>,
+    ) -> Self {
         Self::new(ErrorType::Invalid, field, Some(value.into()), detail)
     }
 
@@ -121,7 +130,11 @@ impl FieldError {
     }
 
     /// `field.NotSupported`: the value is not in `valid` (listed in the detail).
-    pub fn not_supported(field: impl fmt::Display, value: impl Into<Value>, valid: &[&str]) -> Self {
+    pub fn not_supported(
+        field: impl fmt::Display,
+        value: impl Into<Value>,
+        valid: &[&str],
+    ) -> Self {
         let detail = if valid.is_empty() {
             String::new()
         } else {
@@ -139,7 +152,12 @@ impl FieldError {
     /// `field.TooLong`: the value exceeds `max` bytes.
     pub fn too_long(field: impl fmt::Display, max: usize) -> Self {
         let unit = if max == 1 { "byte" } else { "bytes" };
-        Self::new(ErrorType::TooLong, field, None, format!("may not be more than {max} {unit}"))
+        Self::new(
+            ErrorType::TooLong,
+            field,
+            None,
+            format!("may not be more than {max} {unit}"),
+        )
     }
 
     /// `field.TooMany`: the list has `actual` items, more than `max`.
@@ -234,16 +252,22 @@ fn render_value(v: &Value) -> String {
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
         Value::Object(m) if !m.is_empty() && m.values().all(Value::is_string) => {
-            let mut pairs: Vec<(&String, &str)> =
-                m.iter().map(|(k, v)| (k, v.as_str().unwrap_or_default())).collect();
+            let mut pairs: Vec<(&String, &str)> = m
+                .iter()
+                .map(|(k, v)| (k, v.as_str().unwrap_or_default()))
+                .collect();
             pairs.sort();
-            let inner: Vec<String> =
-                pairs.iter().map(|(k, v)| format!("{}:{}", go_quote(k), go_quote(v))).collect();
+            let inner: Vec<String> = pairs
+                .iter()
+                .map(|(k, v)| format!("{}:{}", go_quote(k), go_quote(v)))
+                .collect();
             format!("map[string]string{{{}}}", inner.join(", "))
         }
         Value::Array(a) if a.iter().all(Value::is_string) => {
-            let inner: Vec<String> =
-                a.iter().map(|s| go_quote(s.as_str().unwrap_or_default())).collect();
+            let inner: Vec<String> = a
+                .iter()
+                .map(|s| go_quote(s.as_str().unwrap_or_default()))
+                .collect();
             format!("[]string{{{}}}", inner.join(", "))
         }
         other => other.to_string(),

@@ -11,7 +11,8 @@ const LABEL_VALUE_MAX: usize = 63;
 const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
 const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
 const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
-const DNS1123_SUBDOMAIN_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+const DNS1123_SUBDOMAIN_FMT: &str =
+    "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
 const DNS1035_LABEL_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character";
 const DNS1035_LABEL_FMT: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
 const QUALIFIED_NAME_MSG: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
@@ -64,7 +65,9 @@ fn matches_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     match (b.first(), b.last()) {
         (Some(&f), Some(&l)) => {
-            is_lower_alnum(f) && is_lower_alnum(l) && b.iter().all(|&c| is_lower_alnum(c) || c == b'-')
+            is_lower_alnum(f)
+                && is_lower_alnum(l)
+                && b.iter().all(|&c| is_lower_alnum(c) || c == b'-')
         }
         _ => false,
     }
@@ -77,7 +80,8 @@ fn matches_qualified(s: &str) -> bool {
         (Some(&f), Some(&l)) => {
             f.is_ascii_alphanumeric()
                 && l.is_ascii_alphanumeric()
-                && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+                && b.iter()
+                    .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
         }
         _ => false,
     }
@@ -89,7 +93,11 @@ pub(crate) fn dns1123_label_errors(s: &str) -> Vec<String> {
         errs.push(max_len_error(DNS1123_LABEL_MAX));
     }
     if !matches_dns_label(s) {
-        errs.push(regex_error(DNS1123_LABEL_MSG, DNS1123_LABEL_FMT, &["my-name", "123-abc"]));
+        errs.push(regex_error(
+            DNS1123_LABEL_MSG,
+            DNS1123_LABEL_FMT,
+            &["my-name", "123-abc"],
+        ));
     }
     errs
 }
@@ -100,7 +108,11 @@ pub(crate) fn dns1123_subdomain_errors(s: &str) -> Vec<String> {
         errs.push(max_len_error(DNS1123_SUBDOMAIN_MAX));
     }
     if !s.split('.').all(matches_dns_label) {
-        errs.push(regex_error(DNS1123_SUBDOMAIN_MSG, DNS1123_SUBDOMAIN_FMT, &["example.com"]));
+        errs.push(regex_error(
+            DNS1123_SUBDOMAIN_MSG,
+            DNS1123_SUBDOMAIN_FMT,
+            &["example.com"],
+        ));
     }
     errs
 }
@@ -111,7 +123,11 @@ pub(crate) fn dns1035_label_errors(s: &str) -> Vec<String> {
         errs.push(max_len_error(DNS1123_LABEL_MAX));
     }
     if !(matches_dns_label(s) && s.as_bytes()[0].is_ascii_lowercase()) {
-        errs.push(regex_error(DNS1035_LABEL_MSG, DNS1035_LABEL_FMT, &["my-name", "abc-123"]));
+        errs.push(regex_error(
+            DNS1035_LABEL_MSG,
+            DNS1035_LABEL_FMT,
+            &["my-name", "abc-123"],
+        ));
     }
     errs
 }
@@ -125,7 +141,11 @@ pub(crate) fn qualified_name_errors(s: &str) -> Vec<String> {
             if prefix.is_empty() {
                 errs.push("prefix part must be non-empty".to_string());
             } else {
-                errs.extend(dns1123_subdomain_errors(prefix).into_iter().map(|m| format!("prefix part {m}")));
+                errs.extend(
+                    dns1123_subdomain_errors(prefix)
+                        .into_iter()
+                        .map(|m| format!("prefix part {m}")),
+                );
             }
             *name
         }
@@ -145,7 +165,11 @@ pub(crate) fn qualified_name_errors(s: &str) -> Vec<String> {
     if !matches_qualified(name) {
         errs.push(format!(
             "name part {}",
-            regex_error(QUALIFIED_NAME_MSG, QUALIFIED_NAME_FMT, &["MyName", "my.name", "123-abc"])
+            regex_error(
+                QUALIFIED_NAME_MSG,
+                QUALIFIED_NAME_FMT,
+                &["MyName", "my.name", "123-abc"]
+            )
         ));
     }
     errs
@@ -157,7 +181,11 @@ pub(crate) fn label_value_errors(s: &str) -> Vec<String> {
         errs.push(max_len_error(LABEL_VALUE_MAX));
     }
     if !(s.is_empty() || matches_qualified(s)) {
-        errs.push(regex_error(LABEL_VALUE_MSG, LABEL_VALUE_FMT, &["MyValue", "my_value", "12345"]));
+        errs.push(regex_error(
+            LABEL_VALUE_MSG,
+            LABEL_VALUE_FMT,
+            &["MyValue", "my_value", "12345"],
+        ));
     }
     errs
 }
@@ -184,9 +212,15 @@ pub(crate) fn config_map_key_errors(s: &str) -> Vec<String> {
     if s.len() > DNS1123_SUBDOMAIN_MAX {
         errs.push(max_len_error(DNS1123_SUBDOMAIN_MAX));
     }
-    let ok = !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'));
+    let ok = !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'));
     if !ok {
-        errs.push(regex_error(CONFIG_MAP_KEY_MSG, CONFIG_MAP_KEY_FMT, &["key.name", "KEY_NAME", "key-name"]));
+        errs.push(regex_error(
+            CONFIG_MAP_KEY_MSG,
+            CONFIG_MAP_KEY_FMT,
+            &["key.name", "KEY_NAME", "key-name"],
+        ));
     }
     if s == "." {
         errs.push("must not be '.'".to_string());
@@ -203,8 +237,14 @@ pub(crate) fn port_name_errors(s: &str) -> Vec<String> {
     if s.len() > 15 {
         errs.push(max_len_error(15));
     }
-    if s.is_empty() || !s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-') {
-        errs.push("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_string());
+    if s.is_empty()
+        || !s
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+    {
+        errs.push(
+            "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_string(),
+        );
     }
     if !s.bytes().any(|c| c.is_ascii_lowercase()) {
         errs.push("must contain at least one letter (a-z)".to_string());
@@ -325,7 +365,10 @@ mod tests {
             is_dns1123_subdomain("Foo_1").unwrap_err(),
             "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
         );
-        assert_eq!(is_dns1123_subdomain(&"a".repeat(254)).unwrap_err(), "must be no more than 253 characters");
+        assert_eq!(
+            is_dns1123_subdomain(&"a".repeat(254)).unwrap_err(),
+            "must be no more than 253 characters"
+        );
     }
 
     #[test]
@@ -351,26 +394,44 @@ mod tests {
         for bad in ["", "-a", "a/b/c", "/a", "Example.com/a", "a/"] {
             assert!(is_qualified_name(bad).is_err(), "{bad}");
         }
-        assert_eq!(is_qualified_name("/a").unwrap_err(), "prefix part must be non-empty");
+        assert_eq!(
+            is_qualified_name("/a").unwrap_err(),
+            "prefix part must be non-empty"
+        );
         assert!(is_valid_label_value("").is_ok());
         assert!(is_valid_label_value("v1.2_3").is_ok());
         assert!(is_valid_label_value("-x").is_err());
-        assert_eq!(is_valid_label_value(&"a".repeat(64)).unwrap_err(), "must be no more than 63 characters");
+        assert_eq!(
+            is_valid_label_value(&"a".repeat(64)).unwrap_err(),
+            "must be no more than 63 characters"
+        );
     }
 
     #[test]
     fn keys_ports_paths() {
         assert!(is_config_map_key("a.B_c-1").is_ok());
         assert!(is_config_map_key("a/b").is_err());
-        assert_eq!(is_config_map_key("..x").unwrap_err(), "must not start with '..'");
+        assert_eq!(
+            is_config_map_key("..x").unwrap_err(),
+            "must not start with '..'"
+        );
         assert!(is_valid_port_name("http").is_ok());
         assert!(is_valid_port_name("80").is_err());
         assert!(is_valid_port_name("a--b").is_err());
         assert!(is_valid_port_name("abcdefghijklmnop").is_err());
         assert!(is_valid_path_segment_name("system:admin").is_ok());
-        assert_eq!(is_valid_path_segment_name("..").unwrap_err(), "may not be '..'");
-        assert_eq!(is_valid_path_segment_name("a/b%").unwrap_err(), "may not contain '/'; may not contain '%'");
-        assert_eq!(NameRule::Dns1123Subdomain.errors("web-", true), Vec::<String>::new());
+        assert_eq!(
+            is_valid_path_segment_name("..").unwrap_err(),
+            "may not be '..'"
+        );
+        assert_eq!(
+            is_valid_path_segment_name("a/b%").unwrap_err(),
+            "may not contain '/'; may not contain '%'"
+        );
+        assert_eq!(
+            NameRule::Dns1123Subdomain.errors("web-", true),
+            Vec::<String>::new()
+        );
         assert!(!NameRule::Dns1123Subdomain.errors("web-", false).is_empty());
     }
 }

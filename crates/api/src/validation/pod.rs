@@ -43,14 +43,20 @@ pub(crate) fn validate_pod(obj: &Value) -> Vec<FieldError> {
 
 /// A PodTemplate (the kind): its `template`.
 pub(crate) fn validate_pod_template(obj: &Value) -> Vec<FieldError> {
-    validate_pod_template_spec(obj.get("template").unwrap_or(&Value::Null), &Path::new("template"))
+    validate_pod_template_spec(
+        obj.get("template").unwrap_or(&Value::Null),
+        &Path::new("template"),
+    )
 }
 
 /// A PodTemplateSpec at `path` (upstream `ValidatePodTemplateSpec`): labels and
 /// annotations (reported as `<path>.labels`, as upstream does) and the pod spec.
 pub(crate) fn validate_pod_template_spec(tmpl: &Value, path: &Path) -> Vec<FieldError> {
     let mut errs = validate_labels(obj_at(tmpl, &["metadata", "labels"]), &path.child("labels"));
-    errs.extend(validate_annotations(obj_at(tmpl, &["metadata", "annotations"]), &path.child("annotations")));
+    errs.extend(validate_annotations(
+        obj_at(tmpl, &["metadata", "annotations"]),
+        &path.child("annotations"),
+    ));
     let spec_path = path.child("spec");
     let spec = tmpl.get("spec").unwrap_or(&Value::Null);
     if !arr_at(spec, &["ephemeralContainers"]).is_empty() {
@@ -66,7 +72,11 @@ pub(crate) fn validate_pod_template_spec(tmpl: &Value, path: &Path) -> Vec<Field
 /// Upstream `ValidatePodSpec` (the parts navarch checks).
 pub(crate) fn validate_pod_spec(spec: &Value, path: &Path) -> Vec<FieldError> {
     let mut errs = Vec::new();
-    let volumes = validate_volumes(arr_at(spec, &["volumes"]), &path.child("volumes"), &mut errs);
+    let volumes = validate_volumes(
+        arr_at(spec, &["volumes"]),
+        &path.child("volumes"),
+        &mut errs,
+    );
     let restart_policy = str_at(spec, &["restartPolicy"]);
     let mut all_names = HashSet::new();
     let init = arr_at(spec, &["initContainers"]);
@@ -86,7 +96,11 @@ pub(crate) fn validate_pod_spec(spec: &Value, path: &Path) -> Vec<FieldError> {
         }
         let rp = str_at(c, &["restartPolicy"]);
         if !rp.is_empty() && rp != "Always" {
-            errs.push(FieldError::not_supported(p.child("restartPolicy"), rp, &["Always"]));
+            errs.push(FieldError::not_supported(
+                p.child("restartPolicy"),
+                rp,
+                &["Always"],
+            ));
         }
     }
     let containers = arr_at(spec, &["containers"]);
@@ -97,13 +111,20 @@ pub(crate) fn validate_pod_spec(spec: &Value, path: &Path) -> Vec<FieldError> {
         let p = path.child("containers").index(i);
         errs.extend(validate_container(c, &p, &volumes, &mut all_names, false));
         if has(c, &["restartPolicy"]) {
-            errs.push(FieldError::forbidden(p.child("restartPolicy"), "may not be set for non-init containers"));
+            errs.push(FieldError::forbidden(
+                p.child("restartPolicy"),
+                "may not be set for non-init containers",
+            ));
         }
     }
     match restart_policy {
         "Always" | "OnFailure" | "Never" => {}
         "" => errs.push(FieldError::required(path.child("restartPolicy"), "")),
-        other => errs.push(FieldError::not_supported(path.child("restartPolicy"), other, RESTART_POLICIES)),
+        other => errs.push(FieldError::not_supported(
+            path.child("restartPolicy"),
+            other,
+            RESTART_POLICIES,
+        )),
     }
     let dns_policy = str_at(spec, &["dnsPolicy"]);
     match dns_policy {
@@ -117,13 +138,24 @@ pub(crate) fn validate_pod_spec(spec: &Value, path: &Path) -> Vec<FieldError> {
             }
         }
         "" => errs.push(FieldError::required(path.child("dnsPolicy"), "")),
-        other => errs.push(FieldError::not_supported(path.child("dnsPolicy"), other, DNS_POLICIES)),
+        other => errs.push(FieldError::not_supported(
+            path.child("dnsPolicy"),
+            other,
+            DNS_POLICIES,
+        )),
     }
-    errs.extend(validate_labels(obj_at(spec, &["nodeSelector"]), &path.child("nodeSelector")));
+    errs.extend(validate_labels(
+        obj_at(spec, &["nodeSelector"]),
+        &path.child("nodeSelector"),
+    ));
     let sa = str_at(spec, &["serviceAccountName"]);
     if !sa.is_empty() {
         for msg in names::dns1123_subdomain_errors(sa) {
-            errs.push(FieldError::invalid(path.child("serviceAccountName"), sa, msg));
+            errs.push(FieldError::invalid(
+                path.child("serviceAccountName"),
+                sa,
+                msg,
+            ));
         }
     }
     for field in ["hostname", "subdomain"] {
@@ -143,7 +175,10 @@ pub(crate) fn validate_pod_spec(spec: &Value, path: &Path) -> Vec<FieldError> {
             ));
         }
     }
-    errs.extend(validate_tolerations(arr_at(spec, &["tolerations"]), &path.child("tolerations")));
+    errs.extend(validate_tolerations(
+        arr_at(spec, &["tolerations"]),
+        &path.child("tolerations"),
+    ));
     errs
 }
 
@@ -165,14 +200,24 @@ fn validate_volumes(volumes: &[Value], path: &Path, errs: &mut Vec<FieldError>) 
         }
         let sources: Vec<&String> = v
             .as_object()
-            .map(|m| m.iter().filter(|(k, x)| *k != "name" && !x.is_null()).map(|(k, _)| k).collect())
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, x)| *k != "name" && !x.is_null())
+                    .map(|(k, _)| k)
+                    .collect()
+            })
             .unwrap_or_default();
         match sources.as_slice() {
             [] => errs.push(FieldError::required(&p, "must specify a volume type")),
-            [one] => errs.extend(validate_volume_source(one, v.get(one.as_str()).unwrap_or(&Value::Null), &p.child(one))),
-            [_, second, ..] => {
-                errs.push(FieldError::forbidden(p.child(second), "may not specify more than 1 volume type"))
-            }
+            [one] => errs.extend(validate_volume_source(
+                one,
+                v.get(one.as_str()).unwrap_or(&Value::Null),
+                &p.child(one),
+            )),
+            [_, second, ..] => errs.push(FieldError::forbidden(
+                p.child(second),
+                "may not specify more than 1 volume type",
+            )),
         }
     }
     seen
@@ -194,7 +239,11 @@ fn validate_volume_source(kind: &str, src: &Value, path: &Path) -> Vec<FieldErro
     }
     if let Some(mode) = int_at(src, &["defaultMode"]) {
         if !(0..=0o777).contains(&mode) {
-            errs.push(FieldError::invalid(path.child("defaultMode"), mode, FILE_MODE_MSG));
+            errs.push(FieldError::invalid(
+                path.child("defaultMode"),
+                mode,
+                FILE_MODE_MSG,
+            ));
         }
     }
     for (i, item) in arr_at(src, &["items"]).iter().enumerate() {
@@ -237,28 +286,49 @@ fn validate_container(
     if image.is_empty() {
         errs.push(FieldError::required(path.child("image"), ""));
     } else if image.trim() != image {
-        errs.push(FieldError::invalid(path.child("image"), image, "must not have leading or trailing whitespace"));
+        errs.push(FieldError::invalid(
+            path.child("image"),
+            image,
+            "must not have leading or trailing whitespace",
+        ));
     }
     let pull = str_at(c, &["imagePullPolicy"]);
     match pull {
         "Always" | "IfNotPresent" | "Never" => {}
         "" => errs.push(FieldError::required(path.child("imagePullPolicy"), "")),
-        other => errs.push(FieldError::not_supported(path.child("imagePullPolicy"), other, PULL_POLICIES)),
+        other => errs.push(FieldError::not_supported(
+            path.child("imagePullPolicy"),
+            other,
+            PULL_POLICIES,
+        )),
     }
     let tmp = str_at(c, &["terminationMessagePolicy"]);
     match tmp {
         "File" | "FallbackToLogsOnError" => {}
-        "" => errs.push(FieldError::required(path.child("terminationMessagePolicy"), "")),
+        "" => errs.push(FieldError::required(
+            path.child("terminationMessagePolicy"),
+            "",
+        )),
         other => errs.push(FieldError::not_supported(
             path.child("terminationMessagePolicy"),
             other,
             TERMINATION_MESSAGE_POLICIES,
         )),
     }
-    errs.extend(validate_container_ports(arr_at(c, &["ports"]), &path.child("ports")));
+    errs.extend(validate_container_ports(
+        arr_at(c, &["ports"]),
+        &path.child("ports"),
+    ));
     errs.extend(validate_env(arr_at(c, &["env"]), &path.child("env")));
-    errs.extend(validate_volume_mounts(arr_at(c, &["volumeMounts"]), volumes, &path.child("volumeMounts")));
-    errs.extend(validate_resources(c.get("resources").unwrap_or(&Value::Null), &path.child("resources")));
+    errs.extend(validate_volume_mounts(
+        arr_at(c, &["volumeMounts"]),
+        volumes,
+        &path.child("volumeMounts"),
+    ));
+    errs.extend(validate_resources(
+        c.get("resources").unwrap_or(&Value::Null),
+        &path.child("resources"),
+    ));
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
         if let Some(p) = c.get(probe).filter(|p| !p.is_null()) {
             let pp = path.child(probe);
@@ -266,7 +336,11 @@ fn validate_container(
             if probe != "readinessProbe" {
                 if let Some(st) = int_at(p, &["successThreshold"]) {
                     if st != 1 {
-                        errs.push(FieldError::invalid(pp.child("successThreshold"), st, "must be 1"));
+                        errs.push(FieldError::invalid(
+                            pp.child("successThreshold"),
+                            st,
+                            "must be 1",
+                        ));
                     }
                 }
             }
@@ -275,7 +349,11 @@ fn validate_container(
     if !init {
         for hook in ["postStart", "preStop"] {
             if let Some(h) = get(c, &["lifecycle", hook]).filter(|h| !h.is_null()) {
-                errs.extend(validate_handler(h, &path.child("lifecycle").child(hook), true));
+                errs.extend(validate_handler(
+                    h,
+                    &path.child("lifecycle").child(hook),
+                    true,
+                ));
             }
         }
     }
@@ -321,7 +399,11 @@ pub(crate) fn validate_protocol(port: &Value, path: &Path) -> Option<FieldError>
     match str_at(port, &["protocol"]) {
         "TCP" | "UDP" | "SCTP" => None,
         "" => Some(FieldError::required(path.child("protocol"), "")),
-        other => Some(FieldError::not_supported(path.child("protocol"), other, PROTOCOLS)),
+        other => Some(FieldError::not_supported(
+            path.child("protocol"),
+            other,
+            PROTOCOLS,
+        )),
     }
 }
 
@@ -330,12 +412,19 @@ pub(crate) fn validate_port_num_or_name(port: Option<&Value>, path: &Path) -> Ve
     match port {
         Some(Value::Number(n)) => {
             let n = n.as_i64().unwrap_or(0);
-            names::port_num_errors(n).into_iter().map(|m| FieldError::invalid(path, n, m)).collect()
+            names::port_num_errors(n)
+                .into_iter()
+                .map(|m| FieldError::invalid(path, n, m))
+                .collect()
         }
-        Some(Value::String(s)) => {
-            names::port_name_errors(s).into_iter().map(|m| FieldError::invalid(path, s.as_str(), m)).collect()
-        }
-        _ => names::port_num_errors(0).into_iter().map(|m| FieldError::invalid(path, 0, m)).collect(),
+        Some(Value::String(s)) => names::port_name_errors(s)
+            .into_iter()
+            .map(|m| FieldError::invalid(path, s.as_str(), m))
+            .collect(),
+        _ => names::port_num_errors(0)
+            .into_iter()
+            .map(|m| FieldError::invalid(path, 0, m))
+            .collect(),
     }
 }
 
@@ -371,7 +460,11 @@ fn validate_env(env: &[Value], path: &Path) -> Vec<FieldError> {
                 let ok = ENV_FIELD_PATHS.contains(&base)
                     && (subscripted == matches!(base, "metadata.labels" | "metadata.annotations"));
                 if !ok {
-                    errs.push(FieldError::not_supported(frp.child("fieldPath"), field_path, ENV_FIELD_PATHS));
+                    errs.push(FieldError::not_supported(
+                        frp.child("fieldPath"),
+                        field_path,
+                        ENV_FIELD_PATHS,
+                    ));
                 }
             }
         }
@@ -402,15 +495,27 @@ fn validate_env(env: &[Value], path: &Path) -> Vec<FieldError> {
                 "must specify one of: `fieldRef`, `resourceFieldRef`, `configMapKeyRef` or `secretKeyRef`",
             ));
         } else if !str_at(ev, &["value"]).is_empty() {
-            errs.push(FieldError::invalid(&fp, "", "may not be specified when `value` is not empty"));
+            errs.push(FieldError::invalid(
+                &fp,
+                "",
+                "may not be specified when `value` is not empty",
+            ));
         } else if sources > 1 {
-            errs.push(FieldError::invalid(&fp, "", "may not have more than one field specified at a time"));
+            errs.push(FieldError::invalid(
+                &fp,
+                "",
+                "may not have more than one field specified at a time",
+            ));
         }
     }
     errs
 }
 
-fn validate_volume_mounts(mounts: &[Value], volumes: &HashSet<String>, path: &Path) -> Vec<FieldError> {
+fn validate_volume_mounts(
+    mounts: &[Value],
+    volumes: &HashSet<String>,
+    path: &Path,
+) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let mut points = HashSet::new();
     for (i, m) in mounts.iter().enumerate() {
@@ -427,13 +532,25 @@ fn validate_volume_mounts(mounts: &[Value], volumes: &HashSet<String>, path: &Pa
             errs.push(FieldError::required(p.child("mountPath"), ""));
         }
         if !points.insert(mp.to_string()) {
-            errs.push(FieldError::invalid(p.child("mountPath"), mp, "must be unique"));
+            errs.push(FieldError::invalid(
+                p.child("mountPath"),
+                mp,
+                "must be unique",
+            ));
         }
         let sub = str_at(m, &["subPath"]);
         if sub.starts_with('/') {
-            errs.push(FieldError::invalid(path.child("subPath"), sub, "must be a relative path"));
+            errs.push(FieldError::invalid(
+                path.child("subPath"),
+                sub,
+                "must be a relative path",
+            ));
         } else if sub.split('/').any(|s| s == "..") {
-            errs.push(FieldError::invalid(path.child("subPath"), sub, "must not contain '..'"));
+            errs.push(FieldError::invalid(
+                path.child("subPath"),
+                sub,
+                "must not contain '..'",
+            ));
         }
     }
     errs
@@ -452,7 +569,11 @@ fn validate_resources(res: &Value, path: &Path) -> Vec<FieldError> {
             let qp = path.child(field).key(name);
             if !name.contains('/') {
                 if !is_standard_container_resource(name) {
-                    errs.push(FieldError::invalid(&qp, name.as_str(), "must be a standard resource for containers"));
+                    errs.push(FieldError::invalid(
+                        &qp,
+                        name.as_str(),
+                        "must be a standard resource for containers",
+                    ));
                 }
             } else {
                 for msg in names::qualified_name_errors(name) {
@@ -462,9 +583,11 @@ fn validate_resources(res: &Value, path: &Path) -> Vec<FieldError> {
             let qs = q.as_str().unwrap_or("");
             match parse_quantity(qs) {
                 Err(e) => errs.push(FieldError::invalid(&qp, qs, e.to_string())),
-                Ok(n) if n < 0 => {
-                    errs.push(FieldError::invalid(&qp, qs, "must be greater than or equal to 0"))
-                }
+                Ok(n) if n < 0 => errs.push(FieldError::invalid(
+                    &qp,
+                    qs,
+                    "must be greater than or equal to 0",
+                )),
                 Ok(n) => {
                     parsed[slot].insert(name.as_str(), n);
                 }
@@ -473,7 +596,9 @@ fn validate_resources(res: &Value, path: &Path) -> Vec<FieldError> {
     }
     let [limits, requests] = &parsed;
     for (name, req) in requests {
-        let Some(lim) = limits.get(name) else { continue };
+        let Some(lim) = limits.get(name) else {
+            continue;
+        };
         let req_s = str_at(res, &["requests", name]);
         let lim_s = str_at(res, &["limits", name]);
         let overcommit = !(name.starts_with("hugepages-") || name.contains('/'));
@@ -496,12 +621,22 @@ fn validate_resources(res: &Value, path: &Path) -> Vec<FieldError> {
 
 fn validate_probe(probe: &Value, path: &Path) -> Vec<FieldError> {
     let mut errs = validate_handler(probe, path, false);
-    for f in ["initialDelaySeconds", "timeoutSeconds", "periodSeconds", "successThreshold", "failureThreshold"] {
+    for f in [
+        "initialDelaySeconds",
+        "timeoutSeconds",
+        "periodSeconds",
+        "successThreshold",
+        "failureThreshold",
+    ] {
         errs.extend(nonnegative(probe, &[f], &path.child(f)));
     }
     if let Some(t) = int_at(probe, &["terminationGracePeriodSeconds"]) {
         if t <= 0 {
-            errs.push(FieldError::invalid(path.child("terminationGracePeriodSeconds"), t, "must be greater than 0"));
+            errs.push(FieldError::invalid(
+                path.child("terminationGracePeriodSeconds"),
+                t,
+                "must be greater than 0",
+            ));
         }
     }
     errs
@@ -511,22 +646,28 @@ fn validate_probe(probe: &Value, path: &Path) -> Vec<FieldError> {
 /// (lifecycle hooks).
 fn validate_handler(h: &Value, path: &Path, lifecycle: bool) -> Vec<FieldError> {
     let mut errs = Vec::new();
-    let kinds: &[&str] =
-        if lifecycle { &["exec", "httpGet", "tcpSocket", "sleep"] } else { &["exec", "httpGet", "tcpSocket", "grpc"] };
+    let kinds: &[&str] = if lifecycle {
+        &["exec", "httpGet", "tcpSocket", "sleep"]
+    } else {
+        &["exec", "httpGet", "tcpSocket", "grpc"]
+    };
     let mut count = 0;
     for kind in kinds {
-        let Some(a) = h.get(*kind).filter(|v| !v.is_null()) else { continue };
+        let Some(a) = h.get(*kind).filter(|v| !v.is_null()) else {
+            continue;
+        };
         let p = path.child(kind);
         if count > 0 {
-            errs.push(FieldError::forbidden(&p, "may not specify more than 1 handler type"));
+            errs.push(FieldError::forbidden(
+                &p,
+                "may not specify more than 1 handler type",
+            ));
             continue;
         }
         count += 1;
         match *kind {
-            "exec" => {
-                if arr_at(a, &["command"]).is_empty() {
-                    errs.push(FieldError::required(p.child("command"), ""));
-                }
+            "exec" if arr_at(a, &["command"]).is_empty() => {
+                errs.push(FieldError::required(p.child("command"), ""));
             }
             "httpGet" => {
                 if str_at(a, &["path"]).is_empty() {
@@ -535,7 +676,11 @@ fn validate_handler(h: &Value, path: &Path, lifecycle: bool) -> Vec<FieldError> 
                 errs.extend(validate_port_num_or_name(a.get("port"), &p.child("port")));
                 let scheme = str_at(a, &["scheme"]);
                 if !HTTP_SCHEMES.contains(&scheme) {
-                    errs.push(FieldError::not_supported(p.child("scheme"), scheme, HTTP_SCHEMES));
+                    errs.push(FieldError::not_supported(
+                        p.child("scheme"),
+                        scheme,
+                        HTTP_SCHEMES,
+                    ));
                 }
             }
             "tcpSocket" => errs.extend(validate_port_num_or_name(a.get("port"), &p.child("port"))),
@@ -598,10 +743,18 @@ fn validate_tolerations(tolerations: &[Value], path: &Path) -> Vec<FieldError> {
                     ));
                 }
             }
-            other => errs.push(FieldError::not_supported(p.child("operator"), other, &["Equal", "Exists"])),
+            other => errs.push(FieldError::not_supported(
+                p.child("operator"),
+                other,
+                &["Equal", "Exists"],
+            )),
         }
         if !effect.is_empty() && !TAINT_EFFECTS.contains(&effect) {
-            errs.push(FieldError::not_supported(p.child("effect"), effect, TAINT_EFFECTS));
+            errs.push(FieldError::not_supported(
+                p.child("effect"),
+                effect,
+                TAINT_EFFECTS,
+            ));
         }
     }
     errs
@@ -619,18 +772,31 @@ pub(crate) fn validate_pod_update(new: &Value, old: &Value) -> Vec<FieldError> {
 
     // activeDeadlineSeconds may be set, or decreased, but not removed
     let ads_path = spec_path.child("activeDeadlineSeconds");
-    match (int_at(&new_spec, &["activeDeadlineSeconds"]), int_at(&old_spec, &["activeDeadlineSeconds"])) {
+    match (
+        int_at(&new_spec, &["activeDeadlineSeconds"]),
+        int_at(&old_spec, &["activeDeadlineSeconds"]),
+    ) {
         (Some(n), _) if !(0..=i64::from(i32::MAX)).contains(&n) => {
-            errs.push(FieldError::invalid(ads_path, n, format!("must be between 0 and {}, inclusive", i32::MAX)));
+            errs.push(FieldError::invalid(
+                ads_path,
+                n,
+                format!("must be between 0 and {}, inclusive", i32::MAX),
+            ));
             return errs;
         }
         (Some(n), Some(o)) if o < n => {
-            errs.push(FieldError::invalid(ads_path, n, "must be less than or equal to previous value"));
+            errs.push(FieldError::invalid(
+                ads_path,
+                n,
+                "must be less than or equal to previous value",
+            ));
             return errs;
         }
-        (None, Some(_)) => {
-            errs.push(FieldError::invalid(ads_path, Value::Null, "must not update from a positive integer to nil value"))
-        }
+        (None, Some(_)) => errs.push(FieldError::invalid(
+            ads_path,
+            Value::Null,
+            "must not update from a positive integer to nil value",
+        )),
         _ => {}
     }
     copy_field(&mut munged, &old_spec, "activeDeadlineSeconds");
@@ -667,13 +833,18 @@ pub(crate) fn validate_pod_update(new: &Value, old: &Value) -> Vec<FieldError> {
 
     // terminationGracePeriodSeconds: negative may become 1
     let old_grace = int_at(&old_spec, &["terminationGracePeriodSeconds"]);
-    if old_grace.is_some_and(|g| g < 0) && int_at(&new_spec, &["terminationGracePeriodSeconds"]) == Some(1) {
+    if old_grace.is_some_and(|g| g < 0)
+        && int_at(&new_spec, &["terminationGracePeriodSeconds"]) == Some(1)
+    {
         copy_field(&mut munged, &old_spec, "terminationGracePeriodSeconds");
     }
 
     if munged != old_spec {
         let diff = spec_diff(&old_spec, &munged);
-        errs.push(FieldError::forbidden(spec_path, format!("{POD_UPDATE_FORBIDDEN}\n{diff}")));
+        errs.push(FieldError::forbidden(
+            spec_path,
+            format!("{POD_UPDATE_FORBIDDEN}\n{diff}"),
+        ));
     }
     errs
 }

@@ -27,7 +27,9 @@ pub fn parse_quantity(s: &str) -> Result<i128, QuantityError> {
         Some(_) => (false, s),
         None => return Err(QuantityError::Format),
     };
-    let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+    let num_end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
     let (num, suffix) = rest.split_at(num_end);
     if num.is_empty() {
         return Err(QuantityError::Format);
@@ -68,7 +70,10 @@ pub fn parse_quantity(s: &str) -> Result<i128, QuantityError> {
                     (e.parse::<i64>().map_err(|_| QuantityError::TooLarge)?, 0)
                 }
                 _ => {
-                    if other.bytes().all(|b| b"eEinumkKMGTP+-0123456789".contains(&b)) {
+                    if other
+                        .bytes()
+                        .all(|b| b"eEinumkKMGTP+-0123456789".contains(&b))
+                    {
                         return Err(QuantityError::Suffix);
                     }
                     return Err(QuantityError::Format);
@@ -89,15 +94,21 @@ pub fn parse_quantity(s: &str) -> Result<i128, QuantityError> {
     let mut value = mantissa;
     if scale >= 0 {
         let pow = 10i128.checked_pow(u32::try_from(scale).map_err(|_| QuantityError::TooLarge)?);
-        value = pow.and_then(|p| value.checked_mul(p)).ok_or(QuantityError::TooLarge)?;
+        value = pow
+            .and_then(|p| value.checked_mul(p))
+            .ok_or(QuantityError::TooLarge)?;
     } else if value != 0 {
-        let div = u32::try_from(-scale).ok().and_then(|s| 10i128.checked_pow(s));
+        let div = u32::try_from(-scale)
+            .ok()
+            .and_then(|s| 10i128.checked_pow(s));
         value = match div {
             Some(d) => (value + d - 1) / d,
             None => 1,
         };
     }
-    value = value.checked_mul(1i128 << exp2).ok_or(QuantityError::TooLarge)?;
+    value = value
+        .checked_mul(1i128 << exp2)
+        .ok_or(QuantityError::TooLarge)?;
     Ok(if neg { -value } else { value })
 }
 
@@ -119,7 +130,10 @@ mod tests {
         assert_eq!(parse_quantity("1n"), Ok(1));
         assert_eq!(parse_quantity("0.1n"), Ok(1));
         assert_eq!(parse_quantity("1000m"), parse_quantity("1"));
-        assert_eq!(parse_quantity("128Mi"), Ok(128 * 1024 * 1024 * 1_000_000_000));
+        assert_eq!(
+            parse_quantity("128Mi"),
+            Ok(128 * 1024 * 1024 * 1_000_000_000)
+        );
     }
 
     #[test]

@@ -61,13 +61,22 @@ pub(crate) fn validate_service(obj: &Value) -> Vec<FieldError> {
         }
         "ExternalName" => {
             if !cluster_ips.is_empty() || !str_at(spec, &["clusterIP"]).is_empty() {
-                errs.push(FieldError::forbidden(sp.child("clusterIPs"), "may not be set for ExternalName services"));
+                errs.push(FieldError::forbidden(
+                    sp.child("clusterIPs"),
+                    "may not be set for ExternalName services",
+                ));
             }
             if !arr_at(spec, &["ipFamilies"]).is_empty() {
-                errs.push(FieldError::forbidden(sp.child("ipFamilies"), "may not be set for ExternalName services"));
+                errs.push(FieldError::forbidden(
+                    sp.child("ipFamilies"),
+                    "may not be set for ExternalName services",
+                ));
             }
             if has(spec, &["ipFamilyPolicy"]) {
-                errs.push(FieldError::forbidden(sp.child("ipFamilyPolicy"), "may not be set for ExternalName services"));
+                errs.push(FieldError::forbidden(
+                    sp.child("ipFamilyPolicy"),
+                    "may not be set for ExternalName services",
+                ));
             }
             let cname = str_at(spec, &["externalName"]);
             let cname = cname.strip_suffix('.').unwrap_or(cname);
@@ -102,7 +111,10 @@ pub(crate) fn validate_service(obj: &Value) -> Vec<FieldError> {
             errs.push(FieldError::invalid(pp.child("port"), port, msg));
         }
         errs.extend(validate_protocol(p, &pp));
-        errs.extend(validate_port_num_or_name(p.get("targetPort"), &pp.child("targetPort")));
+        errs.extend(validate_port_num_or_name(
+            p.get("targetPort"),
+            &pp.child("targetPort"),
+        ));
         let app = str_at(p, &["appProtocol"]);
         if has(p, &["appProtocol"]) {
             for msg in names::qualified_name_errors(app) {
@@ -111,7 +123,10 @@ pub(crate) fn validate_service(obj: &Value) -> Vec<FieldError> {
         }
         if let Some(np) = int_at(p, &["nodePort"]).filter(|n| *n != 0) {
             if ty == "ClusterIP" {
-                errs.push(FieldError::forbidden(pp.child("nodePort"), "may not be used when `type` is 'ClusterIP'"));
+                errs.push(FieldError::forbidden(
+                    pp.child("nodePort"),
+                    "may not be used when `type` is 'ClusterIP'",
+                ));
             } else if !NODE_PORT_RANGE.contains(&np) {
                 errs.push(FieldError::invalid(
                     pp.child("nodePort"),
@@ -126,16 +141,25 @@ pub(crate) fn validate_service(obj: &Value) -> Vec<FieldError> {
         }
     }
 
-    errs.extend(validate_labels(obj_at(spec, &["selector"]), &sp.child("selector")));
+    errs.extend(validate_labels(
+        obj_at(spec, &["selector"]),
+        &sp.child("selector"),
+    ));
 
     let affinity = str_at(spec, &["sessionAffinity"]);
     match affinity {
         "" => errs.push(FieldError::required(sp.child("sessionAffinity"), "")),
         "ClientIP" => {
-            let t = int_at(spec, &["sessionAffinityConfig", "clientIP", "timeoutSeconds"]).unwrap_or(0);
+            let t = int_at(
+                spec,
+                &["sessionAffinityConfig", "clientIP", "timeoutSeconds"],
+            )
+            .unwrap_or(0);
             if !(1..=86400).contains(&t) {
                 errs.push(FieldError::invalid(
-                    sp.child("sessionAffinityConfig").child("clientIP").child("timeoutSeconds"),
+                    sp.child("sessionAffinityConfig")
+                        .child("clientIP")
+                        .child("timeoutSeconds"),
                     t,
                     "must be greater than 0 and less than 86400",
                 ));
@@ -149,7 +173,11 @@ pub(crate) fn validate_service(obj: &Value) -> Vec<FieldError> {
                 ));
             }
         }
-        other => errs.push(FieldError::not_supported(sp.child("sessionAffinity"), other, SESSION_AFFINITIES)),
+        other => errs.push(FieldError::not_supported(
+            sp.child("sessionAffinity"),
+            other,
+            SESSION_AFFINITIES,
+        )),
     }
 
     // cluster IPs
@@ -163,7 +191,10 @@ pub(crate) fn validate_service(obj: &Value) -> Vec<FieldError> {
             ));
         }
         let ips: Vec<&str> = if cluster_ips.is_empty() {
-            Some(primary).filter(|p| !p.is_empty()).into_iter().collect()
+            Some(primary)
+                .filter(|p| !p.is_empty())
+                .into_iter()
+                .collect()
         } else {
             cluster_ips.iter().map(String::as_str).collect()
         };
@@ -177,7 +208,11 @@ pub(crate) fn validate_service(obj: &Value) -> Vec<FieldError> {
                     ));
                 }
             } else if ip.parse::<IpAddr>().is_err() {
-                errs.push(FieldError::invalid(sp.child("clusterIPs").index(i), *ip, INVALID_IP));
+                errs.push(FieldError::invalid(
+                    sp.child("clusterIPs").index(i),
+                    *ip,
+                    INVALID_IP,
+                ));
             }
         }
         if ips.len() > 2 {
@@ -189,24 +224,40 @@ pub(crate) fn validate_service(obj: &Value) -> Vec<FieldError> {
         }
         let policy = str_at(spec, &["ipFamilyPolicy"]);
         if has(spec, &["ipFamilyPolicy"]) && !IP_FAMILY_POLICIES.contains(&policy) {
-            errs.push(FieldError::not_supported(sp.child("ipFamilyPolicy"), policy, IP_FAMILY_POLICIES));
+            errs.push(FieldError::not_supported(
+                sp.child("ipFamilyPolicy"),
+                policy,
+                IP_FAMILY_POLICIES,
+            ));
         }
         for (i, fam) in strings_at(spec, &["ipFamilies"]).iter().enumerate() {
             if fam != "IPv4" && fam != "IPv6" {
-                errs.push(FieldError::not_supported(sp.child("ipFamilies").index(i), fam.as_str(), &["IPv4", "IPv6"]));
+                errs.push(FieldError::not_supported(
+                    sp.child("ipFamilies").index(i),
+                    fam.as_str(),
+                    &["IPv4", "IPv6"],
+                ));
             }
         }
     }
 
     for (i, ip) in strings_at(spec, &["externalIPs"]).iter().enumerate() {
         if ip.parse::<IpAddr>().is_err() {
-            errs.push(FieldError::invalid(sp.child("externalIPs").index(i), ip.as_str(), INVALID_IP));
+            errs.push(FieldError::invalid(
+                sp.child("externalIPs").index(i),
+                ip.as_str(),
+                INVALID_IP,
+            ));
         }
     }
 
     match ty {
         "" => errs.push(FieldError::required(sp.child("type"), "")),
-        t if !SERVICE_TYPES.contains(&t) => errs.push(FieldError::not_supported(sp.child("type"), t, SERVICE_TYPES)),
+        t if !SERVICE_TYPES.contains(&t) => errs.push(FieldError::not_supported(
+            sp.child("type"),
+            t,
+            SERVICE_TYPES,
+        )),
         _ => {}
     }
 
@@ -223,7 +274,10 @@ pub(crate) fn validate_service(obj: &Value) -> Vec<FieldError> {
         }
         let port = int_at(p, &["port"]).unwrap_or(0);
         if !port_keys.insert((proto, port)) {
-            errs.push(FieldError::duplicate(&pp, json!({"protocol": proto, "port": port})));
+            errs.push(FieldError::duplicate(
+                &pp,
+                json!({"protocol": proto, "port": port}),
+            ));
         }
     }
 
@@ -242,14 +296,22 @@ pub(crate) fn validate_service(obj: &Value) -> Vec<FieldError> {
     } else if etp.is_empty() {
         errs.push(FieldError::required(sp.child("externalTrafficPolicy"), ""));
     } else if !TRAFFIC_POLICIES.contains(&etp) {
-        errs.push(FieldError::not_supported(sp.child("externalTrafficPolicy"), etp, TRAFFIC_POLICIES));
+        errs.push(FieldError::not_supported(
+            sp.child("externalTrafficPolicy"),
+            etp,
+            TRAFFIC_POLICIES,
+        ));
     }
     if ty != "ExternalName" {
         let itp = str_at(spec, &["internalTrafficPolicy"]);
         if itp.is_empty() {
             errs.push(FieldError::required(sp.child("internalTrafficPolicy"), ""));
         } else if !TRAFFIC_POLICIES.contains(&itp) {
-            errs.push(FieldError::not_supported(sp.child("internalTrafficPolicy"), itp, TRAFFIC_POLICIES));
+            errs.push(FieldError::not_supported(
+                sp.child("internalTrafficPolicy"),
+                itp,
+                TRAFFIC_POLICIES,
+            ));
         }
     }
     errs
@@ -259,7 +321,10 @@ pub(crate) fn validate_service(obj: &Value) -> Vec<FieldError> {
 /// the primary cluster IP may not change, except to or from ExternalName.
 pub(crate) fn validate_service_update(new: &Value, old: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
-    let (ns, os) = (new.get("spec").unwrap_or(&Value::Null), old.get("spec").unwrap_or(&Value::Null));
+    let (ns, os) = (
+        new.get("spec").unwrap_or(&Value::Null),
+        old.get("spec").unwrap_or(&Value::Null),
+    );
     if str_at(ns, &["type"]) == "ExternalName" || str_at(os, &["type"]) == "ExternalName" {
         return errs;
     }
@@ -272,9 +337,17 @@ pub(crate) fn validate_service_update(new: &Value, old: &Value) -> Vec<FieldErro
     let path = Path::new("spec").child("clusterIPs").index(0);
     if !old_ip.is_empty() {
         if new_ip.is_empty() {
-            errs.push(FieldError::invalid(path, new_ips, "primary clusterIP can not be unset"));
+            errs.push(FieldError::invalid(
+                path,
+                new_ips,
+                "primary clusterIP can not be unset",
+            ));
         } else if new_ip != old_ip {
-            errs.push(FieldError::invalid(path, new_ips, "may not change once set"));
+            errs.push(FieldError::invalid(
+                path,
+                new_ips,
+                "may not change once set",
+            ));
         }
     }
     errs
@@ -289,7 +362,11 @@ pub(crate) fn validate_endpoints(obj: &Value) -> Vec<FieldError> {
             for (j, a) in arr_at(subset, &[field]).iter().enumerate() {
                 let ip = str_at(a, &["ip"]);
                 if ip.parse::<IpAddr>().is_err() {
-                    errs.push(FieldError::invalid(sp.child(field).index(j).child("ip"), ip, INVALID_IP));
+                    errs.push(FieldError::invalid(
+                        sp.child(field).index(j).child("ip"),
+                        ip,
+                        INVALID_IP,
+                    ));
                 }
             }
         }

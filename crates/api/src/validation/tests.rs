@@ -13,7 +13,10 @@ fn rt(api_version: &str, kind: &str) -> &'static ResourceType {
 
 /// What the server does before validating: type check, namespace and uid, defaults.
 fn prepare(v: Value) -> (&'static ResourceType, Value) {
-    let r = rt(v["apiVersion"].as_str().unwrap(), v["kind"].as_str().unwrap());
+    let r = rt(
+        v["apiVersion"].as_str().unwrap(),
+        v["kind"].as_str().unwrap(),
+    );
     let mut obj = (r.roundtrip)(v).unwrap();
     if r.namespaced && obj["metadata"].get("namespace").is_none() {
         obj["metadata"]["namespace"] = json!("default");
@@ -27,13 +30,19 @@ fn prepare(v: Value) -> (&'static ResourceType, Value) {
 
 fn messages(v: Value) -> Vec<String> {
     let (r, obj) = prepare(v);
-    validate_create(r, &obj).iter().map(FieldError::message).collect()
+    validate_create(r, &obj)
+        .iter()
+        .map(FieldError::message)
+        .collect()
 }
 
 fn update_messages(new: Value, old: Value) -> Vec<String> {
     let (r, old) = prepare(old);
     let (_, new) = prepare(new);
-    validate_update(r, &new, &old).iter().map(FieldError::message).collect()
+    validate_update(r, &new, &old)
+        .iter()
+        .map(FieldError::message)
+        .collect()
 }
 
 fn fixture(name: &str) -> Value {
@@ -63,8 +72,8 @@ fn fixture(name: &str) -> Value {
 }
 
 const FIXTURES: &[&str] = &[
-    "cj", "cm", "crb", "deploy", "deploy2", "ext", "ing", "job", "np", "ns", "pc", "pdb", "pod", "quota", "rb",
-    "role", "sa", "secret", "svc",
+    "cj", "cm", "crb", "deploy", "deploy2", "ext", "ing", "job", "np", "ns", "pc", "pdb", "pod",
+    "quota", "rb", "role", "sa", "secret", "svc",
 ];
 
 fn pod() -> Value {
@@ -102,23 +111,52 @@ fn field_error_rendering() {
     assert_eq!(e.message(), "spec.containers[0].image: Required value");
     assert_eq!(e.reason(), "FieldValueRequired");
     assert_eq!(e.body(), "Required value");
-    let e = FieldError::not_supported("spec.restartPolicy", "Sometimes", &["Always", "OnFailure", "Never"]);
+    let e = FieldError::not_supported(
+        "spec.restartPolicy",
+        "Sometimes",
+        &["Always", "OnFailure", "Never"],
+    );
     assert_eq!(
         e.message(),
         "spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\""
     );
     let e = FieldError::invalid("spec.replicas", -1, "must be greater than or equal to 0");
-    assert_eq!(e.message(), "spec.replicas: Invalid value: -1: must be greater than or equal to 0");
+    assert_eq!(
+        e.message(),
+        "spec.replicas: Invalid value: -1: must be greater than or equal to 0"
+    );
     assert_eq!(e.to_string(), e.message());
     let e = FieldError::invalid("x", json!({"b": "2", "a": "1"}), "d");
-    assert_eq!(e.message(), "x: Invalid value: map[string]string{\"a\":\"1\", \"b\":\"2\"}: d");
-    assert_eq!(FieldError::too_long("metadata.annotations", 262144).message(), "metadata.annotations: Too long: may not be more than 262144 bytes");
-    assert_eq!(FieldError::duplicate("a", "x").reason(), "FieldValueDuplicate");
-    assert_eq!(FieldError::not_found("a", "x").message(), "a: Not found: \"x\"");
-    assert_eq!(FieldError::too_many("a", 5, 3).message(), "a: Too many: 5: must have at most 3 items");
-    assert_eq!(FieldError::forbidden("a", "no").reason(), "FieldValueForbidden");
     assert_eq!(
-        aggregate_message(&[FieldError::required("a", ""), FieldError::required("b", ""), FieldError::required("a", "")]),
+        e.message(),
+        "x: Invalid value: map[string]string{\"a\":\"1\", \"b\":\"2\"}: d"
+    );
+    assert_eq!(
+        FieldError::too_long("metadata.annotations", 262144).message(),
+        "metadata.annotations: Too long: may not be more than 262144 bytes"
+    );
+    assert_eq!(
+        FieldError::duplicate("a", "x").reason(),
+        "FieldValueDuplicate"
+    );
+    assert_eq!(
+        FieldError::not_found("a", "x").message(),
+        "a: Not found: \"x\""
+    );
+    assert_eq!(
+        FieldError::too_many("a", 5, 3).message(),
+        "a: Too many: 5: must have at most 3 items"
+    );
+    assert_eq!(
+        FieldError::forbidden("a", "no").reason(),
+        "FieldValueForbidden"
+    );
+    assert_eq!(
+        aggregate_message(&[
+            FieldError::required("a", ""),
+            FieldError::required("b", ""),
+            FieldError::required("a", "")
+        ]),
         "[a: Required value, b: Required value]"
     );
 }
@@ -133,7 +171,10 @@ fn metadata_rules() {
     );
     let mut p = pod();
     p["metadata"].as_object_mut().unwrap().remove("name");
-    assert_eq!(messages(p), vec!["metadata.name: Required value: name or generateName is required"]);
+    assert_eq!(
+        messages(p),
+        vec!["metadata.name: Required value: name or generateName is required"]
+    );
     let mut p = pod();
     p["metadata"]["name"] = json!("a".repeat(254));
     assert_eq!(messages(p).len(), 1);
@@ -141,7 +182,12 @@ fn metadata_rules() {
     let mut ns = fixture("ns");
     ns["metadata"]["name"] = json!("a.b");
     let m = messages(ns);
-    assert!(m[0].starts_with("metadata.name: Invalid value: \"a.b\": a lowercase RFC 1123 label must consist"), "{m:?}");
+    assert!(
+        m[0].starts_with(
+            "metadata.name: Invalid value: \"a.b\": a lowercase RFC 1123 label must consist"
+        ),
+        "{m:?}"
+    );
     // the default label carries the (bad) name too, and is reported
     assert!(m.iter().all(|x| x.starts_with("metadata.")));
 
@@ -151,28 +197,42 @@ fn metadata_rules() {
 
     let mut role = fixture("role");
     role["metadata"]["name"] = json!("a/b");
-    assert_eq!(messages(role), vec!["metadata.name: Invalid value: \"a/b\": may not contain '/'"]);
+    assert_eq!(
+        messages(role),
+        vec!["metadata.name: Invalid value: \"a/b\": may not contain '/'"]
+    );
     let mut role = fixture("role");
     role["metadata"]["name"] = json!("system:Controller");
     assert!(messages(role).is_empty());
 
     let mut ns = fixture("ns");
     ns["metadata"]["namespace"] = json!("default");
-    assert_eq!(messages(ns), vec!["metadata.namespace: Forbidden: not allowed on this type"]);
+    assert_eq!(
+        messages(ns),
+        vec!["metadata.namespace: Forbidden: not allowed on this type"]
+    );
     let (r, mut obj) = prepare(pod());
     obj["metadata"].as_object_mut().unwrap().remove("namespace");
-    assert_eq!(validate_create(r, &obj)[0].message(), "metadata.namespace: Required value");
+    assert_eq!(
+        validate_create(r, &obj)[0].message(),
+        "metadata.namespace: Required value"
+    );
 
     let mut p = pod();
     p["metadata"]["labels"] = json!({"a/b/c": "x", "ok": "-bad", "fine": "a".repeat(64)});
     let m = messages(p);
     assert_eq!(m.len(), 3, "{m:#?}");
     assert_has(&m, "metadata.labels: Invalid value: \"-bad\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')");
-    assert!(m.iter().any(|x| x.ends_with("must be no more than 63 characters")));
+    assert!(m
+        .iter()
+        .any(|x| x.ends_with("must be no more than 63 characters")));
 
     let mut p = pod();
     p["metadata"]["annotations"] = json!({"Example.COM/Key": "v", "big": "x".repeat(262_144)});
-    assert_eq!(messages(p), vec!["metadata.annotations: Too long: may not be more than 262144 bytes"]);
+    assert_eq!(
+        messages(p),
+        vec!["metadata.annotations: Too long: may not be more than 262144 bytes"]
+    );
     let mut p = pod();
     p["metadata"]["annotations"] = json!({"bad key": "v"});
     assert_eq!(messages(p).len(), 1);
@@ -187,13 +247,22 @@ fn metadata_update_rules() {
     let mut new = pod();
     new["metadata"]["name"] = json!("other");
     let m = update_messages(new, pod());
-    assert_has(&m, "metadata.name: Invalid value: \"other\": field is immutable");
+    assert_has(
+        &m,
+        "metadata.name: Invalid value: \"other\": field is immutable",
+    );
     let mut new = fixture("cm");
     new["metadata"]["namespace"] = json!("kube-system");
-    assert_eq!(update_messages(new, fixture("cm")), vec!["metadata.namespace: Invalid value: \"kube-system\": field is immutable"]);
+    assert_eq!(
+        update_messages(new, fixture("cm")),
+        vec!["metadata.namespace: Invalid value: \"kube-system\": field is immutable"]
+    );
     let mut new = fixture("cm");
     new["metadata"]["uid"] = json!("another");
-    assert_eq!(update_messages(new, fixture("cm")), vec!["metadata.uid: Invalid value: \"another\": field is immutable"]);
+    assert_eq!(
+        update_messages(new, fixture("cm")),
+        vec!["metadata.uid: Invalid value: \"another\": field is immutable"]
+    );
 }
 
 #[test]
@@ -204,11 +273,17 @@ fn pod_containers() {
 
     let mut p = pod();
     p["spec"]["containers"][0]["image"] = json!("");
-    assert_eq!(messages(p), vec!["spec.containers[0].image: Required value"]);
+    assert_eq!(
+        messages(p),
+        vec!["spec.containers[0].image: Required value"]
+    );
 
     let mut p = pod();
     p["spec"]["initContainers"] = json!([{"name": "bb", "image": "busybox"}]);
-    assert_eq!(messages(p), vec!["spec.containers[0].name: Duplicate value: \"bb\""]);
+    assert_eq!(
+        messages(p),
+        vec!["spec.containers[0].name: Duplicate value: \"bb\""]
+    );
 
     let mut p = pod();
     p["spec"]["containers"][0]["name"] = json!("Web");
@@ -223,7 +298,10 @@ fn pod_containers() {
     assert_eq!(messages(p), vec!["spec.dnsPolicy: Unsupported value: \"Cluster\": supported values: \"ClusterFirstWithHostNet\", \"ClusterFirst\", \"Default\", \"None\""]);
     let mut p = pod();
     p["spec"]["dnsPolicy"] = json!("None");
-    assert_eq!(messages(p), vec!["spec.dnsConfig: Required value: must provide `dnsConfig` when `dnsPolicy` is None"]);
+    assert_eq!(
+        messages(p),
+        vec!["spec.dnsConfig: Required value: must provide `dnsConfig` when `dnsPolicy` is None"]
+    );
 }
 
 #[test]
@@ -255,20 +333,26 @@ fn pod_ports_env_volumes() {
     assert_has(&m, "spec.containers[0].env[0].name: Required value");
     assert_has(&m, "spec.containers[0].env[1].name: Invalid value: \"A=B\": a valid environment variable name must consist only of printable ASCII characters other than '='");
     assert_has(&m, "spec.containers[0].env[2].valueFrom: Invalid value: \"\": must specify one of: `fieldRef`, `resourceFieldRef`, `configMapKeyRef` or `secretKeyRef`");
-    assert!(m.iter().any(|x| x.starts_with("spec.containers[0].env[4].valueFrom.fieldRef.fieldPath: Unsupported value: \"spec.bogus\"")));
+    assert!(m.iter().any(|x| x.starts_with(
+        "spec.containers[0].env[4].valueFrom.fieldRef.fieldPath: Unsupported value: \"spec.bogus\""
+    )));
     assert_eq!(m.len(), 4, "{m:#?}");
 
     let mut p = pod();
-    p["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}, {"name": "data", "configMap": {"name": "x"}}]);
+    p["spec"]["volumes"] =
+        json!([{"name": "data", "emptyDir": {}}, {"name": "data", "configMap": {"name": "x"}}]);
     p["spec"]["containers"][0]["volumeMounts"] = json!([
         {"name": "data", "mountPath": "/d"},
         {"name": "missing", "mountPath": "/d"}
     ]);
-    assert_eq!(messages(p), vec![
-        "spec.volumes[1].name: Duplicate value: \"data\"",
-        "spec.containers[0].volumeMounts[1].name: Not found: \"missing\"",
-        "spec.containers[0].volumeMounts[1].mountPath: Invalid value: \"/d\": must be unique",
-    ]);
+    assert_eq!(
+        messages(p),
+        vec![
+            "spec.volumes[1].name: Duplicate value: \"data\"",
+            "spec.containers[0].volumeMounts[1].name: Not found: \"missing\"",
+            "spec.containers[0].volumeMounts[1].mountPath: Invalid value: \"/d\": must be unique",
+        ]
+    );
     let mut p = pod();
     p["spec"]["volumes"] = json!([{"name": "v", "emptyDir": {}, "hostPath": {"path": "/x"}}, {"name": "s", "secret": {}}]);
     let m = messages(p);
@@ -280,13 +364,15 @@ fn pod_ports_env_volumes() {
 #[test]
 fn pod_resources_and_probes() {
     let mut p = pod();
-    p["spec"]["containers"][0]["resources"] = json!({"limits": {"cpu": "1"}, "requests": {"cpu": "2", "memory": "lots"}});
+    p["spec"]["containers"][0]["resources"] =
+        json!({"limits": {"cpu": "1"}, "requests": {"cpu": "2", "memory": "lots"}});
     assert_eq!(messages(p), vec![
         "spec.containers[0].resources.requests[memory]: Invalid value: \"lots\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
         "spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1",
     ]);
     let mut p = pod();
-    p["spec"]["containers"][0]["resources"] = json!({"limits": {"cpu": "1000m", "gpu": "1"}, "requests": {"cpu": "1"}});
+    p["spec"]["containers"][0]["resources"] =
+        json!({"limits": {"cpu": "1000m", "gpu": "1"}, "requests": {"cpu": "1"}});
     // requests default to limits, so the bad name shows up twice (as upstream)
     assert_eq!(messages(p), vec![
         "spec.containers[0].resources.limits[gpu]: Invalid value: \"gpu\": must be a standard resource for containers",
@@ -295,7 +381,8 @@ fn pod_resources_and_probes() {
 
     let mut p = pod();
     p["spec"]["containers"][0]["livenessProbe"] = json!({"periodSeconds": -1});
-    p["spec"]["containers"][0]["readinessProbe"] = json!({"exec": {"command": ["true"]}, "tcpSocket": {"port": 80}});
+    p["spec"]["containers"][0]["readinessProbe"] =
+        json!({"exec": {"command": ["true"]}, "tcpSocket": {"port": 80}});
     let m = messages(p);
     assert_eq!(m, vec![
         "spec.containers[0].livenessProbe: Required value: must specify a handler type",
@@ -303,8 +390,12 @@ fn pod_resources_and_probes() {
         "spec.containers[0].readinessProbe.tcpSocket: Forbidden: may not specify more than 1 handler type",
     ]);
     let mut p = pod();
-    p["spec"]["containers"][0]["livenessProbe"] = json!({"httpGet": {"port": "http"}, "successThreshold": 2});
-    assert_eq!(messages(p), vec!["spec.containers[0].livenessProbe.successThreshold: Invalid value: 2: must be 1"]);
+    p["spec"]["containers"][0]["livenessProbe"] =
+        json!({"httpGet": {"port": "http"}, "successThreshold": 2});
+    assert_eq!(
+        messages(p),
+        vec!["spec.containers[0].livenessProbe.successThreshold: Invalid value: 2: must be 1"]
+    );
 }
 
 #[test]
@@ -349,10 +440,14 @@ fn pod_updates() {
     assert_eq!(update_messages(pod(), old), vec!["spec.activeDeadlineSeconds: Invalid value: null: must not update from a positive integer to nil value"]);
 
     let mut old = pod();
-    old["spec"]["tolerations"] = json!([{"key": "a", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 10}]);
+    old["spec"]["tolerations"] =
+        json!([{"key": "a", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 10}]);
     let mut new = old.clone();
     new["spec"]["tolerations"][0]["tolerationSeconds"] = json!(5);
-    new["spec"]["tolerations"].as_array_mut().unwrap().push(json!({"key": "b", "operator": "Exists"}));
+    new["spec"]["tolerations"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"key": "b", "operator": "Exists"}));
     assert!(update_messages(new, old.clone()).is_empty());
     let mut new = old.clone();
     new["spec"]["tolerations"][0]["key"] = json!("c");
@@ -392,7 +487,10 @@ fn services() {
 
     let mut s = fixture("svc");
     s["spec"]["ports"][0]["nodePort"] = json!(30001);
-    assert_eq!(messages(s), vec!["spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"]);
+    assert_eq!(
+        messages(s),
+        vec!["spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"]
+    );
     let mut s = fixture("np");
     s["spec"]["ports"][0]["nodePort"] = json!(80);
     assert_eq!(messages(s), vec!["spec.ports[0].nodePort: Invalid value: 80: provided port is not in the valid range. The range of valid ports is 30000-32767"]);
@@ -413,7 +511,12 @@ fn service_updates() {
     let mut new = old.clone();
     new["spec"]["clusterIP"] = json!("10.96.0.11");
     new["spec"]["clusterIPs"] = json!(["10.96.0.11"]);
-    assert_eq!(update_messages(new, old.clone()), vec!["spec.clusterIPs[0]: Invalid value: []string{\"10.96.0.11\"}: may not change once set"]);
+    assert_eq!(
+        update_messages(new, old.clone()),
+        vec![
+            "spec.clusterIPs[0]: Invalid value: []string{\"10.96.0.11\"}: may not change once set"
+        ]
+    );
     let mut new = old.clone();
     new["spec"]["selector"]["app"] = json!("other");
     assert!(update_messages(new, old).is_empty());
@@ -428,11 +531,17 @@ fn deployments() {
     let mut d = fixture("deploy");
     d["spec"].as_object_mut().unwrap().remove("selector");
     // k8s-openapi's selector is not optional: a missing one reads as empty
-    assert_eq!(messages(d), vec!["spec.selector: Invalid value: {}: empty selector is invalid for deployment"]);
+    assert_eq!(
+        messages(d),
+        vec!["spec.selector: Invalid value: {}: empty selector is invalid for deployment"]
+    );
 
     let mut d = fixture("deploy");
     d["spec"]["replicas"] = json!(-1);
-    assert_eq!(messages(d), vec!["spec.replicas: Invalid value: -1: must be greater than or equal to 0"]);
+    assert_eq!(
+        messages(d),
+        vec!["spec.replicas: Invalid value: -1: must be greater than or equal to 0"]
+    );
 
     let mut d = fixture("deploy");
     d["spec"]["strategy"] = json!({"type": "Recreate", "rollingUpdate": {"maxSurge": 1}});
@@ -454,7 +563,10 @@ fn deployments() {
     assert_eq!(messages(d), vec!["spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\""]);
     let mut d = fixture("deploy");
     d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("");
-    assert_eq!(messages(d), vec!["spec.template.spec.containers[0].image: Required value"]);
+    assert_eq!(
+        messages(d),
+        vec!["spec.template.spec.containers[0].image: Required value"]
+    );
     let mut d = fixture("deploy");
     d["spec"]["selector"] = json!({"matchExpressions": [{"key": "app", "operator": "In"}]});
     assert_eq!(messages(d), vec![
@@ -494,13 +606,19 @@ fn stateful_sets_and_daemon_sets() {
     let mut s = sts();
     s["spec"]["podManagementPolicy"] = json!("Random");
     s["spec"]["updateStrategy"] = json!({"type": "Sometimes"});
-    assert_eq!(messages(s), vec![
+    assert_eq!(
+        messages(s),
+        vec![
         "spec.podManagementPolicy: Invalid value: \"Random\": must be 'OrderedReady' or 'Parallel'",
         "spec.updateStrategy: Invalid value: \"Sometimes\": must be 'RollingUpdate' or 'OnDelete'",
-    ]);
+    ]
+    );
     let mut s = sts();
     s["spec"]["selector"] = json!({});
-    assert_eq!(messages(s), vec!["spec.selector: Invalid value: {}: empty selector is invalid for statefulset"]);
+    assert_eq!(
+        messages(s),
+        vec!["spec.selector: Invalid value: {}: empty selector is invalid for statefulset"]
+    );
 
     let mut new = sts();
     new["spec"]["replicas"] = json!(3);
@@ -511,7 +629,8 @@ fn stateful_sets_and_daemon_sets() {
     assert_eq!(update_messages(new, sts()), vec!["spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"]);
 
     let mut d = ds();
-    d["spec"]["updateStrategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 1}});
+    d["spec"]["updateStrategy"] =
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 1}});
     assert_eq!(messages(d), vec!["spec.updateStrategy.rollingUpdate.maxSurge: Invalid value: 1: may not be set when maxUnavailable is non-zero"]);
     let mut d = ds();
     d["spec"]["updateStrategy"] = json!({"type": "Blue"});
@@ -533,7 +652,11 @@ fn replica_sets_and_replication_controllers() {
 
     let rc = json!({"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "r"},
         "spec": {"template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
-    assert!(messages(rc.clone()).is_empty(), "{:?}", messages(rc.clone()));
+    assert!(
+        messages(rc.clone()).is_empty(),
+        "{:?}",
+        messages(rc.clone())
+    );
     let (_, obj) = prepare(rc);
     assert_eq!(obj["spec"]["selector"], json!({"a": "b"}));
     assert_eq!(obj["metadata"]["labels"], json!({"a": "b"}));
@@ -542,21 +665,30 @@ fn replica_sets_and_replication_controllers() {
 #[test]
 fn jobs() {
     let (_, j) = prepare(fixture("job"));
-    assert_eq!(j["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"], j["metadata"]["uid"]);
+    assert_eq!(
+        j["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"],
+        j["metadata"]["uid"]
+    );
 
     let mut j = fixture("job");
     j["spec"]["template"]["spec"]["restartPolicy"] = json!("Always");
     assert_eq!(messages(j), vec!["spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""]);
     let mut j = fixture("job");
-    j["spec"]["template"]["spec"].as_object_mut().unwrap().remove("restartPolicy");
+    j["spec"]["template"]["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("restartPolicy");
     assert_eq!(messages(j), vec!["spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""]);
     let mut j = fixture("job");
     j["spec"]["completions"] = json!(-1);
     j["spec"]["parallelism"] = json!(-2);
-    assert_eq!(messages(j), vec![
-        "spec.parallelism: Invalid value: -2: must be greater than or equal to 0",
-        "spec.completions: Invalid value: -1: must be greater than or equal to 0",
-    ]);
+    assert_eq!(
+        messages(j),
+        vec![
+            "spec.parallelism: Invalid value: -2: must be greater than or equal to 0",
+            "spec.completions: Invalid value: -1: must be greater than or equal to 0",
+        ]
+    );
     let mut j = fixture("job");
     j["spec"]["selector"] = json!({"matchLabels": {"x": "y"}});
     j["spec"]["template"]["metadata"]["labels"] = json!({"x": "y"});
@@ -570,7 +702,11 @@ fn jobs() {
     new["spec"]["template"]["spec"]["containers"][0]["image"] = json!("busybox:2");
     let m = update_messages(new, fixture("job"));
     assert_eq!(m.len(), 1);
-    assert!(m[0].starts_with("spec.template: Invalid value: {") && m[0].ends_with("}: field is immutable"), "{m:?}");
+    assert!(
+        m[0].starts_with("spec.template: Invalid value: {")
+            && m[0].ends_with("}: field is immutable"),
+        "{m:?}"
+    );
     let mut old = fixture("job");
     old["spec"]["suspend"] = json!(true);
     let mut new = old.clone();
@@ -594,7 +730,13 @@ fn cron_jobs() {
     assert_eq!(messages(c), vec!["spec.concurrencyPolicy: Unsupported value: \"Sometimes\": supported values: \"Allow\", \"Forbid\", \"Replace\""]);
     let mut c = fixture("cj");
     c["metadata"]["name"] = json!("a".repeat(53));
-    assert_eq!(messages(c), vec![format!("metadata.name: Invalid value: \"{}\": must be no more than 52 characters", "a".repeat(53))]);
+    assert_eq!(
+        messages(c),
+        vec![format!(
+            "metadata.name: Invalid value: \"{}\": must be no more than 52 characters",
+            "a".repeat(53)
+        )]
+    );
     let mut c = fixture("cj");
     c["spec"]["jobTemplate"]["spec"]["template"]["spec"]["restartPolicy"] = json!("Always");
     assert_eq!(messages(c), vec!["spec.jobTemplate.spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""]);
@@ -607,27 +749,48 @@ fn config_maps_and_secrets() {
     c["binaryData"] = json!({"..x": "eQ=="});
     let m = messages(c);
     assert_has(&m, "data[a/b]: Invalid value: \"a/b\": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')");
-    assert_has(&m, "data[..x]: Invalid value: \"..x\": must not start with '..'");
-    assert_has(&m, "data[..x]: Invalid value: \"..x\": duplicate of key present in binaryData");
+    assert_has(
+        &m,
+        "data[..x]: Invalid value: \"..x\": must not start with '..'",
+    );
+    assert_has(
+        &m,
+        "data[..x]: Invalid value: \"..x\": duplicate of key present in binaryData",
+    );
 
     let mut old = fixture("cm");
     old["immutable"] = json!(true);
     let mut new = old.clone();
     new["data"]["a"] = json!("changed");
-    assert_eq!(update_messages(new, old.clone()), vec!["data: Forbidden: field is immutable when `immutable` is set"]);
+    assert_eq!(
+        update_messages(new, old.clone()),
+        vec!["data: Forbidden: field is immutable when `immutable` is set"]
+    );
     let mut new = old.clone();
     new["immutable"] = json!(false);
-    assert_eq!(update_messages(new, old), vec!["immutable: Forbidden: field is immutable when `immutable` is set"]);
+    assert_eq!(
+        update_messages(new, old),
+        vec!["immutable: Forbidden: field is immutable when `immutable` is set"]
+    );
     let mut new = fixture("cm");
     new["data"]["a"] = json!("changed");
     assert!(update_messages(new, fixture("cm")).is_empty());
 
     let mut s = fixture("secret");
     s["type"] = json!("kubernetes.io/tls");
-    assert_eq!(messages(s), vec!["data[tls.crt]: Required value", "data[tls.key]: Required value"]);
+    assert_eq!(
+        messages(s),
+        vec![
+            "data[tls.crt]: Required value",
+            "data[tls.key]: Required value"
+        ]
+    );
     let mut new = fixture("secret");
     new["type"] = json!("example.com/custom");
-    assert_eq!(update_messages(new, fixture("secret")), vec!["type: Invalid value: \"example.com/custom\": field is immutable"]);
+    assert_eq!(
+        update_messages(new, fixture("secret")),
+        vec!["type: Invalid value: \"example.com/custom\": field is immutable"]
+    );
     let mut s = fixture("secret");
     s["stringData"] = json!({"pw": "hunter2"});
     let (r, obj) = prepare(s);
@@ -646,7 +809,10 @@ fn namespaces_nodes_leases_events() {
         "spec": {"taints": [{"key": "a", "effect": "NoSchedule"}, {"key": "a", "effect": "NoSchedule"}, {"key": "b", "effect": "Never"}]}});
     let m = messages(node);
     assert_eq!(m.len(), 2, "{m:#?}");
-    assert!(m[0].starts_with("spec.taints[1]: Duplicate value: ") && m[0].ends_with(": taints must be unique by key and effect pair"));
+    assert!(
+        m[0].starts_with("spec.taints[1]: Duplicate value: ")
+            && m[0].ends_with(": taints must be unique by key and effect pair")
+    );
     assert_eq!(m[1], "spec.taints[2].effect: Unsupported value: \"Never\": supported values: \"NoSchedule\", \"PreferNoSchedule\", \"NoExecute\"");
     let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}, "status": {"capacity": {"cpu": "2"}}});
     let (r, obj) = prepare(node);
@@ -655,14 +821,20 @@ fn namespaces_nodes_leases_events() {
 
     let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "l"},
         "spec": {"holderIdentity": "me", "leaseDurationSeconds": 0}});
-    assert_eq!(messages(lease), vec!["spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0"]);
+    assert_eq!(
+        messages(lease),
+        vec!["spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0"]
+    );
 
     let ev = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e1"},
         "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"}, "reason": "Started", "message": "m"});
     assert!(messages(ev.clone()).is_empty());
     let mut bad = ev.clone();
     bad["involvedObject"]["namespace"] = json!("other");
-    assert_eq!(messages(bad), vec!["involvedObject.namespace: Invalid value: \"other\": does not match event.namespace"]);
+    assert_eq!(
+        messages(bad),
+        vec!["involvedObject.namespace: Invalid value: \"other\": does not match event.namespace"]
+    );
     let mut bad = ev;
     bad.as_object_mut().unwrap().remove("involvedObject");
     assert_eq!(messages(bad), vec!["involvedObject: Required value"]);
@@ -670,11 +842,21 @@ fn namespaces_nodes_leases_events() {
     let ev2 = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e2"},
         "eventTime": "2024-01-01T00:00:00.000000Z", "type": "Normal", "reason": "R", "action": "A",
         "reportingController": "example.com/ctl", "reportingInstance": "i", "regarding": {"kind": "Pod", "namespace": "default"}});
-    assert!(messages(ev2.clone()).is_empty(), "{:?}", messages(ev2.clone()));
+    assert!(
+        messages(ev2.clone()).is_empty(),
+        "{:?}",
+        messages(ev2.clone())
+    );
     let mut bad = ev2;
     bad["type"] = json!("Odd");
     bad.as_object_mut().unwrap().remove("action");
-    assert_eq!(messages(bad), vec!["type: Invalid value: \"\": has invalid value: Odd", "action: Required value"]);
+    assert_eq!(
+        messages(bad),
+        vec![
+            "type: Invalid value: \"\": has invalid value: Odd",
+            "action: Required value"
+        ]
+    );
 }
 
 #[test]
@@ -687,16 +869,24 @@ fn rbac_pvc_priority_crd() {
     ]);
     let mut b = fixture("crb");
     b["roleRef"]["kind"] = json!("Role");
-    b["subjects"][0].as_object_mut().unwrap().remove("namespace");
-    assert_eq!(messages(b), vec![
-        "roleRef.kind: Unsupported value: \"Role\": supported values: \"ClusterRole\"",
-        "subjects[0].namespace: Required value",
-    ]);
+    b["subjects"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("namespace");
+    assert_eq!(
+        messages(b),
+        vec![
+            "roleRef.kind: Unsupported value: \"Role\": supported values: \"ClusterRole\"",
+            "subjects[0].namespace: Required value",
+        ]
+    );
     let mut new = fixture("rb");
     new["roleRef"]["name"] = json!("other");
     let m = update_messages(new, fixture("rb"));
     assert_eq!(m.len(), 1);
-    assert!(m[0].starts_with("roleRef: Invalid value: ") && m[0].ends_with(": cannot change roleRef"));
+    assert!(
+        m[0].starts_with("roleRef: Invalid value: ") && m[0].ends_with(": cannot change roleRef")
+    );
 
     let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "c"},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
@@ -705,7 +895,13 @@ fn rbac_pvc_priority_crd() {
     assert_eq!(obj["spec"]["volumeMode"], "Filesystem");
     let mut bad = pvc.clone();
     bad["spec"] = json!({});
-    assert_eq!(messages(bad), vec!["spec.accessModes: Required value: at least 1 access mode is required", "spec.resources[storage]: Required value"]);
+    assert_eq!(
+        messages(bad),
+        vec![
+            "spec.accessModes: Required value: at least 1 access mode is required",
+            "spec.resources[storage]: Required value"
+        ]
+    );
     let mut new = pvc.clone();
     new["spec"]["accessModes"] = json!(["ReadWriteMany"]);
     assert_eq!(update_messages(new, pvc.clone()).len(), 1);
@@ -715,16 +911,26 @@ fn rbac_pvc_priority_crd() {
 
     let mut pc = fixture("pc");
     pc["value"] = json!(2_000_000_000);
-    assert_eq!(messages(pc), vec!["value: Forbidden: maximum allowed value of a user defined priority is 1000000000"]);
+    assert_eq!(
+        messages(pc),
+        vec!["value: Forbidden: maximum allowed value of a user defined priority is 1000000000"]
+    );
     let mut new = fixture("pc");
     new["value"] = json!(5);
-    assert_eq!(update_messages(new, fixture("pc")), vec!["value: Forbidden: may not be changed in an update."]);
+    assert_eq!(
+        update_messages(new, fixture("pc")),
+        vec!["value: Forbidden: may not be changed in an update."]
+    );
 
     let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
         "metadata": {"name": "widgets.example.com"},
         "spec": {"group": "example.com", "scope": "Namespaced", "names": {"plural": "widgets", "kind": "Widget"},
             "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object"}}}]}});
-    assert!(messages(crd.clone()).is_empty(), "{:?}", messages(crd.clone()));
+    assert!(
+        messages(crd.clone()).is_empty(),
+        "{:?}",
+        messages(crd.clone())
+    );
     let mut bad = crd;
     bad["metadata"]["name"] = json!("gadgets.example.com");
     assert_eq!(messages(bad), vec!["metadata.name: Invalid value: \"gadgets.example.com\": must be spec.names.plural+\".\"+spec.group"]);
@@ -733,7 +939,8 @@ fn rbac_pvc_priority_crd() {
 #[test]
 fn odd_but_typed_objects_do_not_panic() {
     for r in catalog::all() {
-        let mut obj = json!({"apiVersion": r.api_version, "kind": r.kind, "metadata": {"name": "x"}});
+        let mut obj =
+            json!({"apiVersion": r.api_version, "kind": r.kind, "metadata": {"name": "x"}});
         defaults::apply(r, &mut obj);
         let first = obj.clone();
         defaults::apply(r, &mut obj);

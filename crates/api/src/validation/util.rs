@@ -67,14 +67,19 @@ pub(crate) fn bool_at(v: &Value, keys: &[&str]) -> bool {
 
 /// An array field, empty when missing.
 pub(crate) fn arr_at<'a>(v: &'a Value, keys: &[&str]) -> &'a [Value] {
-    get(v, keys).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+    get(v, keys)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
 }
 
 static EMPTY_MAP: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
 
 /// An object field, empty when missing.
 pub(crate) fn obj_at<'a>(v: &'a Value, keys: &[&str]) -> &'a Map<String, Value> {
-    get(v, keys).and_then(Value::as_object).unwrap_or(&EMPTY_MAP)
+    get(v, keys)
+        .and_then(Value::as_object)
+        .unwrap_or(&EMPTY_MAP)
 }
 
 /// Whether a field is present and not null.
@@ -118,5 +123,8 @@ pub(crate) fn set_default(v: &mut Value, key: &str, val: Value) {
 
 /// `[]string` view of a string array field.
 pub(crate) fn strings_at(v: &Value, keys: &[&str]) -> Vec<String> {
-    arr_at(v, keys).iter().filter_map(|x| x.as_str().map(str::to_string)).collect()
+    arr_at(v, keys)
+        .iter()
+        .filter_map(|x| x.as_str().map(str::to_string))
+        .collect()
 }

@@ -26,7 +26,12 @@ impl Cluster {
     pub fn start() -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = tempfile::tempdir().expect("tempdir");
-        let mut c = Cluster { child: None, dir, cache, port: free_port() };
+        let mut c = Cluster {
+            child: None,
+            dir,
+            cache,
+            port: free_port(),
+        };
         c.spawn();
         c
     }
@@ -52,9 +57,16 @@ impl Cluster {
                 }
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("navarch server exited early ({status}); log:\n{}", self.log());
+                panic!(
+                    "navarch server exited early ({status}); log:\n{}",
+                    self.log()
+                );
             }
-            assert!(Instant::now() < deadline, "server not ready in 60s; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "server not ready in 60s; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -82,7 +94,10 @@ impl Cluster {
 
     pub fn kubectl_cmd(&self) -> Command {
         let mut cmd = Command::new("kubectl");
-        cmd.arg("--kubeconfig").arg(self.kubeconfig()).arg("--cache-dir").arg(self.cache.path());
+        cmd.arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--cache-dir")
+            .arg(self.cache.path());
         cmd.env_remove("KUBECONFIG");
         cmd
     }
@@ -101,7 +116,12 @@ impl Cluster {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run kubectl");
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
         child.wait_with_output().expect("kubectl output")
     }
 
@@ -134,7 +154,12 @@ impl Cluster {
     /// Run kubectl expecting failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
-        assert!(!out.status.success(), "kubectl {:?} unexpectedly succeeded: {}", args, String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "kubectl {:?} unexpectedly succeeded: {}",
+            args,
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 

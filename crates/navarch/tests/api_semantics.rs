@@ -1,0 +1,321 @@
+//! Issue 2: object semantics and bad input, through kubectl and raw HTTPS.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, Cluster};
+
+#[test]
+fn deleting_a_namespace_empties_it_first() {
+    let c = Cluster::start();
+    c.ok(&["create", "namespace", "doomed"]);
+    c.ok(&[
+        "create",
+        "configmap",
+        "a",
+        "-n",
+        "doomed",
+        "--from-literal=x=y",
+    ]);
+    c.ok(&["create", "deployment", "d", "-n", "doomed", "--image=nginx"]);
+    let out = c.ok(&["delete", "namespace", "doomed", "--timeout=60s"]);
+    assert_eq!(out.trim(), "namespace \"doomed\" deleted");
+    let err = c.fails(&["get", "ns", "doomed"]);
+    assert!(err.contains("namespaces \"doomed\" not found"), "{err}");
+    // Nothing left behind in the store under that namespace.
+    assert_eq!(
+        c.ok(&["get", "cm", "-n", "doomed", "-o", "name"]).trim(),
+        ""
+    );
+    assert_eq!(
+        c.ok(&["get", "deploy", "-n", "doomed", "-o", "name"])
+            .trim(),
+        ""
+    );
+    // Creating in a missing namespace is a 404 naming the namespace.
+    let err = c.fails(&[
+        "create",
+        "configmap",
+        "b",
+        "-n",
+        "doomed",
+        "--from-literal=x=y",
+    ]);
+    assert!(err.contains("namespaces \"doomed\" not found"), "{err}");
+}
+
+#[test]
+fn generate_name_generation_and_status_rules() {
+    let c = Cluster::start();
+    let out = c.kubectl_stdin(
+        &["create", "-f", "-", "-o", "jsonpath={.metadata.name}"],
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"generateName":"gen-"}}"#,
+    );
+    let name = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
+    c.ok(&["create", "deployment", "web", "--image=nginx"]);
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.metadata.generation}"
+        ]),
+        "1"
+    );
+    c.ok(&["label", "deploy", "web", "x=y"]);
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.metadata.generation}"
+        ]),
+        "1"
+    );
+    c.ok(&["scale", "deploy", "web", "--replicas=3"]);
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.metadata.generation}"
+        ]),
+        "2"
+    );
+    assert_eq!(
+        c.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
+        "3"
+    );
+    // Status written through the main resource is ignored.
+    c.ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"status":{"replicas":7}}"#,
+    ]);
+    assert_eq!(
+        c.ok(&["get", "deploy", "web", "-o", "jsonpath={.status.replicas}"]),
+        ""
+    );
+    // ... and taken through /status.
+    c.ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "--subresource=status",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"status":{"replicas":7}}"#,
+    ]);
+    assert_eq!(
+        c.ok(&["get", "deploy", "web", "-o", "jsonpath={.status.replicas}"]),
+        "7"
+    );
+    // Services get a ClusterIP from 10.43.0.0/16 and NodePorts from 30000-32767.
+    c.ok(&["create", "service", "nodeport", "np", "--tcp=80:8080"]);
+    let ip = c.ok(&["get", "svc", "np", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert!(ip.starts_with("10.43."), "{ip}");
+    let port: u32 = c
+        .ok(&[
+            "get",
+            "svc",
+            "np",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ])
+        .parse()
+        .expect("port");
+    assert!((30000..=32767).contains(&port), "{port}");
+    // dry run stores nothing.
+    c.ok(&[
+        "create",
+        "configmap",
+        "dry",
+        "--from-literal=a=b",
+        "--dry-run=server",
+    ]);
+    assert!(c.fails(&["get", "cm", "dry"]).contains("not found"));
+}
+
+#[test]
+fn finalizers_hold_deletion() {
+    let c = Cluster::start();
+    c.apply(
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"held","finalizers":["example.com/hold"]}}"#,
+    );
+    c.ok(&["delete", "cm", "held", "--wait=false"]);
+    let ts = c.ok(&[
+        "get",
+        "cm",
+        "held",
+        "-o",
+        "jsonpath={.metadata.deletionTimestamp}",
+    ]);
+    assert!(!ts.is_empty(), "deletionTimestamp should be set");
+    c.ok(&[
+        "patch",
+        "cm",
+        "held",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    let gone = eventually(Duration::from_secs(10), || {
+        let out = c.kubectl(&["get", "cm", "held"]);
+        (!out.status.success()).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "object should disappear once its finalizers are gone"
+    );
+}
+
+fn curl(c: &Cluster, args: &[&str]) -> (String, String) {
+    let pki = c.data_dir().join("pki");
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(pki.join("ca.crt"))
+        .arg("--cert")
+        .arg(pki.join("admin.crt"))
+        .arg("--key")
+        .arg(pki.join("admin.key"))
+        .args(["-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
+    (body.to_string(), code.to_string())
+}
+
+#[test]
+fn bad_input_is_a_4xx_status_and_harmless() {
+    let c = Cluster::start();
+    let base = format!(
+        "https://127.0.0.1:{}/api/v1/namespaces/default/configmaps",
+        c.port
+    );
+    let post = |body: &str, ct: &str| {
+        curl(
+            &c,
+            &[
+                "-X",
+                "POST",
+                "-H",
+                &format!("Content-Type: {ct}"),
+                "--data-binary",
+                body,
+                &base,
+            ],
+        )
+    };
+    let (b, code) = post("{not json", "application/json");
+    assert_eq!(code, "400", "{b}");
+    assert!(b.contains("\"kind\":\"Status\""), "{b}");
+    let (b, code) = post("a: [unclosed", "application/yaml");
+    assert_eq!(code, "400", "{b}");
+    let garbage = c.data_dir().join("garbage.pb");
+    std::fs::write(&garbage, b"k8s\0\x0a\xff\xff\xffgarbage").expect("write");
+    let (b, code) = curl(
+        &c,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/vnd.kubernetes.protobuf",
+            "--data-binary",
+            &format!("@{}", garbage.display()),
+            &base,
+        ],
+    );
+    assert!(code.starts_with('4'), "{code} {b}");
+    let (b, code) = post(
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"x"}}"#,
+        "application/json",
+    );
+    assert_eq!(code, "400", "wrong kind for the URL: {b}");
+    let long = "a".repeat(300);
+    let (b, code) = post(
+        &format!(r#"{{"metadata":{{"name":"{long}"}}}}"#),
+        "application/json",
+    );
+    assert_eq!(code, "422", "{b}");
+    assert!(b.contains("metadata.name"), "{b}");
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let (b, code) = post(
+        &format!(r#"{{"metadata":{{"name":"deep"}},"data":{deep}}}"#),
+        "application/json",
+    );
+    assert_eq!(code, "400", "{b}");
+    let big = format!(
+        r#"{{"metadata":{{"name":"big"}},"data":{{"k":"{}"}}}}"#,
+        "x".repeat(4 * 1024 * 1024)
+    );
+    let path = c.data_dir().join("big.json");
+    std::fs::write(&path, big).expect("write");
+    let (b, code) = curl(
+        &c,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &format!("@{}", path.display()),
+            &base,
+        ],
+    );
+    assert_eq!(code, "413", "{b}");
+    let (b, code) = post(
+        r#"{"metadata":{"name":"strict"},"bogus":true}"#,
+        "application/json",
+    );
+    assert_eq!(code, "201", "unknown fields only warn by default: {b}");
+    let (b, code) = curl(
+        &c,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"metadata":{"name":"strict2"},"bogus":true}"#,
+            &format!("{base}?fieldValidation=Strict"),
+        ],
+    );
+    assert_eq!(code, "400", "{b}");
+    assert!(b.contains("unknown field \\\"bogus\\\""), "{b}");
+    // Nothing invalid was stored, and the server is still fine.
+    let names = c.ok(&["get", "cm", "-o", "jsonpath={.items[*].metadata.name}"]);
+    assert_eq!(names, "strict", "{names}");
+    assert_eq!(c.ok(&["get", "--raw", "/readyz"]), "ok");
+}
+
+#[test]
+fn watch_from_compacted_revision_gets_410() {
+    let c = Cluster::start();
+    let (b, code) = curl(&c, &[&format!(
+        "https://127.0.0.1:{}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=1&timeoutSeconds=2",
+        c.port
+    )]);
+    // Nothing is compacted in a fresh server: the watch opens and times out cleanly.
+    assert_eq!(code, "200", "{b}");
+    let (b, code) = curl(
+        &c,
+        &[&format!(
+            "https://127.0.0.1:{}/api/v1/namespaces/default/configmaps?limit=1",
+            c.port
+        )],
+    );
+    assert_eq!(code, "200", "{b}");
+}
