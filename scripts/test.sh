@@ -4,5 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release -p navarch
 cargo test --workspace --all-targets -- --test-threads=2

@@ -26,6 +26,7 @@ use crate::watch;
 /// Everything a request handler needs.
 pub struct App {
     pub registry: Arc<Registry>,
+    pub node_client: crate::nodeproxy::NodeClient,
     pub discovery: Discovery,
     pub openapi: OpenApiDocs,
     pub auth: crate::auth::Authenticator,
@@ -123,6 +124,11 @@ async fn handle_inner(
         };
     }
     let method = req.method().clone();
+    if method == Method::POST && crate::reviews::is_review_path(&path) {
+        let headers = req.headers().clone();
+        let body = body::read_limited(req.into_body()).await?;
+        return crate::reviews::review(&path, &user, &headers, &body);
+    }
     let target = match request::parse_path(&path, &method, &query) {
         Some(t) => t?,
         None => return Err(ApiError::path_not_found()),
@@ -358,7 +364,10 @@ async fn resource(
         }
         (Verb::Delete, None) => {
             let name = rr.name.as_deref().unwrap_or("");
-            let opts = body::delete_options(&body)?;
+            let mut opts = body::delete_options(&body)?;
+            if let (Some(p), Some(m)) = (&q.propagation_policy, opts.as_object_mut()) {
+                m.entry("propagationPolicy").or_insert_with(|| json!(p));
+            }
             let d = reg
                 .delete(rt, ns, name, &opts, q.grace_period_seconds, q.dry_run)
                 .await?;
@@ -406,6 +415,7 @@ async fn resource(
                 &json!({"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": {}, "items": items}),
             ))
         }
+        (Verb::Get, Some(Subresource::Log)) => crate::subresources::log(app, &rr, &q).await,
         (_, Some(Subresource::Scale)) => {
             crate::subresources::scale(app, &rr, &q, headers, &body).await
         }

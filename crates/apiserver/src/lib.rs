@@ -8,9 +8,11 @@
 pub mod alloc;
 pub mod auth;
 pub mod body;
+pub mod conversion;
 pub mod discovery;
 pub mod error;
 pub mod handler;
+pub mod nodeproxy;
 pub mod object;
 pub mod openapi;
 pub mod patch;
@@ -18,6 +20,7 @@ pub mod pki;
 pub mod printers;
 pub mod registry;
 pub mod request;
+pub mod reviews;
 pub mod server;
 pub mod strategy;
 pub mod subresources;
@@ -57,6 +60,8 @@ pub enum ServerError {
 /// A started API server.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The cluster's certificates (the embedded node agent's serving cert comes from here).
+    pub pki: Arc<pki::Pki>,
     pub kubeconfig: PathBuf,
     pub app: Arc<handler::App>,
 }
@@ -104,7 +109,9 @@ pub async fn start(cfg: ServerConfig, store: Arc<dyn Store>) -> Result<Running, 
     let registry = registry::Registry::new(store.clone()).await?;
     bootstrap(&registry).await?;
     let auth = auth::Authenticator::load(&cfg.data_dir.join("tokens.csv"))?;
+    let node_client = nodeproxy::NodeClient::new(pki.client_config(&pki.node_client()?)?);
     let app = Arc::new(handler::App {
+        node_client,
         registry,
         discovery: discovery::Discovery::build(),
         openapi: openapi::OpenApiDocs::build(),
@@ -131,6 +138,7 @@ pub async fn start(cfg: ServerConfig, store: Arc<dyn Store>) -> Result<Running, 
         addr,
         kubeconfig,
         app,
+        pki: Arc::new(pki),
     })
 }
 

@@ -176,6 +176,40 @@ impl Pki {
         })
     }
 
+    /// Issue a serving certificate (e.g. for a node agent's endpoint) for `sans`.
+    pub fn serving_cert(&self, cn: &str, sans: Vec<String>) -> Result<CertPair, PkiError> {
+        issue(&self.ca, cn, &[], sans, true)
+    }
+
+    /// The API server's client certificate towards node agents, created once.
+    pub fn node_client(&self) -> Result<CertPair, PkiError> {
+        if let Some(p) = read_pair(&self.dir, "apiserver-node-client")? {
+            return Ok(p);
+        }
+        let pair = issue(&self.ca, "system:apiserver", &["system:masters"], vec![], false)?;
+        write_pair(&self.dir, "apiserver-node-client", &pair)?;
+        Ok(pair)
+    }
+
+    /// rustls client configuration trusting only the cluster CA and presenting `pair`.
+    pub fn client_config(&self, pair: &CertPair) -> Result<Arc<rustls::ClientConfig>, PkiError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in pem_certs(&self.ca.cert_pem, &self.dir.join("ca.crt"))? {
+            roots.add(c).map_err(|e| PkiError::Tls(e.to_string()))?;
+        }
+        let certs = pem_certs(&pair.cert_pem, &self.dir)?;
+        let key = pem_key(&pair.key_pem, &self.dir)?;
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| PkiError::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| PkiError::Tls(e.to_string()))?;
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(cfg))
+    }
+
     /// Issue a client certificate for `user` in `groups`, signed by the cluster CA.
     pub fn client_cert(&self, user: &str, groups: &[&str]) -> Result<CertPair, PkiError> {
         issue(&self.ca, user, groups, vec![], false)

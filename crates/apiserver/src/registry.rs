@@ -157,7 +157,7 @@ impl Registry {
 
     pub async fn get(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> ApiResult<Value> {
         match self.store.get(&rt.key(ns, name)).await? {
-            Some(kv) => self.decode(&kv),
+            Some(kv) => Ok(crate::conversion::to_version(rt, self.decode(&kv)?)),
             None => Err(ApiError::not_found(rt, name)),
         }
     }
@@ -179,7 +179,7 @@ impl Registry {
     ) -> ApiResult<(KeyValue, Value)> {
         match self.store.get(&rt.key(ns, name)).await? {
             Some(kv) => {
-                let v = self.decode(&kv)?;
+                let v = crate::conversion::to_version(rt, self.decode(&kv)?);
                 Ok((kv, v))
             }
             None => Err(ApiError::not_found(rt, name)),
@@ -232,7 +232,7 @@ impl Registry {
             let mut last_key = None;
             for kv in &res.kvs {
                 last_key = Some(kv.key.clone());
-                let obj = self.decode(kv)?;
+                let obj = crate::conversion::to_version(rt, self.decode(kv)?);
                 if filter.matches(&obj) {
                     items.push(obj);
                     if let Some(l) = limit {
@@ -291,7 +291,7 @@ impl Registry {
         match self.store.get(&nsrt.key(None, ns)).await? {
             None => Err(ApiError::namespace_not_found(ns)),
             Some(kv) => {
-                let v = self.decode(&kv)?;
+                let v = crate::conversion::to_version(rt, self.decode(&kv)?);
                 if v.pointer("/metadata/deletionTimestamp").is_some() {
                     Err(ApiError::forbidden(format!(
                         "{} \"{}\" is forbidden: unable to create new content in namespace {} because it is being terminated",
@@ -663,6 +663,9 @@ impl Registry {
                 .get("gracePeriodSeconds")
                 .and_then(Value::as_i64)
                 .or(query_grace);
+            if obj.pointer("/metadata/deletionTimestamp").is_none() {
+                apply_gc_finalizers(&mut obj, options);
+            }
             let pending_finalizers =
                 !object::finalizers(&obj).is_empty() || namespace_spec_finalizers_pending(rt, &obj);
             let graceful = graceful_period(rt, &obj, grace);
@@ -752,6 +755,35 @@ impl Registry {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+}
+
+pub const FINALIZER_FOREGROUND: &str = "foregroundDeletion";
+pub const FINALIZER_ORPHAN: &str = "orphan";
+
+/// Translate DeleteOptions' propagation policy into the garbage collector's
+/// finalizers (upstream's `deletionFinalizersForGarbageCollection`): Foreground
+/// adds `foregroundDeletion`, Orphan adds `orphan`, Background (the default) adds
+/// neither; the GC controller removes them when it is done.
+fn apply_gc_finalizers(obj: &mut Value, options: &Value) {
+    let policy = options.get("propagationPolicy").and_then(Value::as_str).map(str::to_string).or_else(|| {
+        options.get("orphanDependents").and_then(Value::as_bool).map(|o| {
+            if o { "Orphan".to_string() } else { "Background".to_string() }
+        })
+    });
+    let Some(policy) = policy else { return };
+    let mut fins = object::finalizers(obj);
+    fins.retain(|f| f != FINALIZER_FOREGROUND && f != FINALIZER_ORPHAN);
+    match policy.as_str() {
+        "Foreground" => fins.push(FINALIZER_FOREGROUND.to_string()),
+        "Orphan" => fins.push(FINALIZER_ORPHAN.to_string()),
+        _ => {}
+    }
+    let m = meta_mut(obj);
+    if fins.is_empty() {
+        m.remove("finalizers");
+    } else {
+        m.insert("finalizers".into(), json!(fins));
     }
 }
 

@@ -225,3 +225,78 @@ pub async fn eviction(app: &App, rr: &ResourceRequest, body: &[u8]) -> ApiResult
     s["code"] = json!(201);
     Ok(json_response(StatusCode::CREATED, &s))
 }
+
+/// Parameters of pods/log passed on to the agent.
+const LOG_PARAMS: &[&str] = &["follow", "tailLines", "timestamps", "previous", "sinceSeconds", "sinceTime", "limitBytes"];
+
+/// pods/log: choose the container, find the pod's node, proxy to its agent.
+pub async fn log(app: &App, rr: &ResourceRequest, q: &Query) -> ApiResult<Response> {
+    let reg = &app.registry;
+    let rt = rr.rt;
+    let ns = rr.namespace.as_deref().unwrap_or("default");
+    let name = rr.name.as_deref().unwrap_or("");
+    let pod = reg.get(rt, Some(ns), name).await?;
+    let names: Vec<String> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|c| c.get("name")?.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let init_names: Vec<String> = pod
+        .pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|c| c.get("name")?.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let container = match q.get("container").filter(|c| !c.is_empty()) {
+        Some(c) => {
+            if !names.iter().any(|n| n == c) && !init_names.iter().any(|n| n == c) {
+                return Err(ApiError::bad_request(format!(
+                    "container {c} is not valid for pod {name}"
+                )));
+            }
+            c.to_string()
+        }
+        None => {
+            let default = pod
+                .pointer("/metadata/annotations/kubectl.kubernetes.io~1default-container")
+                .and_then(Value::as_str);
+            match (default, names.as_slice()) {
+                (Some(d), _) => d.to_string(),
+                (None, [only]) => only.clone(),
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "a container name must be specified for pod {name}, choose one of: [{}]",
+                        names.join(" ")
+                    )))
+                }
+            }
+        }
+    };
+    let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+    if node.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "container \"{container}\" in pod \"{name}\" is waiting to start: pod has not been scheduled"
+        )));
+    }
+    let nodes = catalog::by_plural("", "v1", "nodes").ok_or_else(|| ApiError::internal("no nodes resource"))?;
+    let node_obj = reg.get(nodes, None, node).await?;
+    let (host, port) = crate::nodeproxy::node_endpoint(&node_obj)
+        .ok_or_else(|| ApiError::bad_request(format!("node {node} has no address to reach its agent")))?;
+    let query = {
+        let mut ser = url::form_urlencoded::Serializer::new(String::new());
+        for p in LOG_PARAMS {
+            if let Some(v) = q.get(p) {
+                ser.append_pair(p, v);
+            }
+        }
+        ser.finish()
+    };
+    let path = format!(
+        "/containerLogs/{}/{}/{}{}{}",
+        ns,
+        name,
+        container,
+        if query.is_empty() { "" } else { "?" },
+        query
+    );
+    app.node_client.get(&host, port, &path).await
+}

@@ -34,8 +34,19 @@ struct Watcher {
 }
 
 impl Watcher {
-    /// What this watcher should see of an event, if anything.
-    fn project<'a>(&self, ev: &'a CachedEvent) -> Option<(WatchType, &'a Arc<Value>)> {
+    /// The object as this watcher's resource version presents it.
+    fn view(&self, v: &Arc<Value>) -> Arc<Value> {
+        let stored = v.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        if stored.is_empty() || stored == self.rt.api_version {
+            v.clone()
+        } else {
+            Arc::new(crate::conversion::to_version(self.rt, (**v).clone()))
+        }
+    }
+
+    /// What this watcher should see of an event, if anything: the event type, the
+    /// object, and whether it is the stored (shared, pre-serialized) one.
+    fn project(&self, ev: &CachedEvent) -> Option<(WatchType, Arc<Value>, bool)> {
         if ev.revision <= self.last_revision || !ev.key.starts_with(&self.prefix) {
             return None;
         }
@@ -44,25 +55,24 @@ impl Watcher {
                 return None;
             }
         }
+        let obj = self.view(&ev.object);
+        let shared = Arc::ptr_eq(&obj, &ev.object);
         if self.filter.is_empty() {
-            return Some((ev.event_type, &ev.object));
+            return Some((ev.event_type, obj, shared));
         }
-        let now = self.filter.matches(&ev.object);
-        let before = ev
-            .prev
-            .as_ref()
-            .map(|p| self.filter.matches(p))
-            .unwrap_or(false);
-        match ev.event_type {
-            WatchType::Added => now.then_some((WatchType::Added, &ev.object)),
-            WatchType::Deleted => (now || before).then_some((WatchType::Deleted, &ev.object)),
+        let now = self.filter.matches(&obj);
+        let before = ev.prev.as_ref().map(|p| self.filter.matches(&self.view(p))).unwrap_or(false);
+        let t = match ev.event_type {
+            WatchType::Added => now.then_some(WatchType::Added),
+            WatchType::Deleted => (now || before).then_some(WatchType::Deleted),
             WatchType::Modified => match (before, now) {
-                (true, true) => Some((WatchType::Modified, &ev.object)),
-                (false, true) => Some((WatchType::Added, &ev.object)),
-                (true, false) => Some((WatchType::Deleted, &ev.object)),
+                (true, true) => Some(WatchType::Modified),
+                (false, true) => Some(WatchType::Added),
+                (true, false) => Some(WatchType::Deleted),
                 (false, false) => None,
             },
-        }
+        }?;
+        Some((t, obj, shared))
     }
 
     fn encode(&mut self, t: &str, obj: &Value, json_bytes: Option<&Bytes>) -> Bytes {
@@ -219,8 +229,9 @@ pub async fn serve(
         match (sub, fallback) {
             (Some(mut sub), _) => {
                 for ev in sub.replay.drain(..) {
-                    if let Some((t, obj)) = w.project(&ev) {
-                        let b = w.event(t, obj, Some(ev.object_json()));
+                    if let Some((t, obj, shared)) = w.project(&ev) {
+                        let json = (shared && w.format == ResponseFormat::Json).then(|| ev.object_json());
+                        let b = w.event(t, &obj, json);
                         if tx.send(b).await.is_err() {
                             return;
                         }
@@ -236,9 +247,9 @@ pub async fn serve(
                         }
                         r = sub.live.recv() => match r {
                             Ok(ev) => {
-                                if let Some((t, obj)) = w.project(&ev) {
-                                    let shared = if w.format == ResponseFormat::Json { Some(ev.object_json()) } else { None };
-                                    let b = w.event(t, obj, shared);
+                                if let Some((t, obj, shared)) = w.project(&ev) {
+                                    let json = (shared && w.format == ResponseFormat::Json).then(|| ev.object_json());
+                                    let b = w.event(t, &obj, json);
                                     if tx.send(b).await.is_err() { return; }
                                 }
                                 w.last_revision = w.last_revision.max(ev.revision);
@@ -258,8 +269,8 @@ pub async fn serve(
                     r = stream.next() => match r {
                         Some(Ok(ev)) => {
                             let Some(ev) = CachedEvent::from_store(ev) else { continue };
-                            if let Some((t, obj)) = w.project(&ev) {
-                                let b = w.event(t, obj, None);
+                            if let Some((t, obj, _)) = w.project(&ev) {
+                                let b = w.event(t, &obj, None);
                                 if tx.send(b).await.is_err() { return; }
                             }
                             w.last_revision = w.last_revision.max(ev.revision);
