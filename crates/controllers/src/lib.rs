@@ -5,8 +5,18 @@
 //! reconcile that is retried on error.
 //!
 //! - [`namespace`]: empties a namespace being deleted, then releases its finalizer.
+//! - [`replicaset`]: keeps `spec.replicas` pods per ReplicaSet.
+//! - [`deployment`]: rolls Deployments out through ReplicaSets.
+//! - [`gc`]: deletes or orphans dependents through `ownerReferences`.
+//! - [`serviceaccount`]: a `default` ServiceAccount in every namespace.
 
+pub mod deployment;
+pub mod events;
+pub mod gc;
 pub mod namespace;
+pub mod replicaset;
+pub mod serviceaccount;
+pub mod util;
 
 use std::path::Path;
 
@@ -28,5 +38,9 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, Error> 
 
 /// Start every controller; they run until the process ends.
 pub fn spawn_all(client: kube::Client) {
-    tokio::spawn(namespace::run(client));
+    tokio::spawn(namespace::run(client.clone()));
+    tokio::spawn(replicaset::run(client.clone()));
+    tokio::spawn(deployment::run(client.clone()));
+    tokio::spawn(gc::run(client.clone()));
+    tokio::spawn(serviceaccount::run(client.clone()));
 }
