@@ -2,7 +2,7 @@
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use navarch_api::catalog;
+use navarch_api::catalog::{self, Subresource};
 use navarch_api::patch::{self as p, PatchType};
 use navarch_api::selectors::LabelSelector;
 use serde_json::{json, Value};
@@ -220,6 +220,12 @@ pub async fn eviction(app: &App, rr: &ResourceRequest, body: &[u8]) -> ApiResult
             .map_err(|e| ApiError::bad_request(format!("invalid Eviction: {e}")))?
     };
     let opts = b.get("deleteOptions").cloned().unwrap_or_else(|| json!({}));
+    let pod = reg.get(rt, ns, name).await?;
+    // A pod that is not running (or already terminal) may always be evicted.
+    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+    if phase == "Running" || phase == "Pending" {
+        check_disruption_budgets(app, ns, &pod).await?;
+    }
     reg.delete(rt, ns, name, &opts, None, false).await?;
     let mut s = success_status(rt, name, None);
     s["code"] = json!(201);
@@ -299,4 +305,46 @@ pub async fn log(app: &App, rr: &ResourceRequest, q: &Query) -> ApiResult<Respon
         query
     );
     app.node_client.get(&host, port, &path).await
+}
+
+/// Refuse an eviction that a PodDisruptionBudget covering the pod does not allow
+/// (429, as upstream; `kubectl drain` retries), and count the disruption.
+async fn check_disruption_budgets(app: &App, ns: Option<&str>, pod: &Value) -> ApiResult<()> {
+    let Some(pdb_rt) = catalog::by_plural("policy", "v1", "poddisruptionbudgets") else { return Ok(()) };
+    let reg = &app.registry;
+    let pdbs = reg.list(pdb_rt, ns, &crate::registry::Filter::default(), None, None).await?;
+    let labels = object::labels(pod);
+    for pdb in &pdbs.items {
+        let Some(sel) = pdb.pointer("/spec/selector") else { continue };
+        let Ok(sel) = LabelSelector::from_json(sel) else { continue };
+        if sel.is_everything() || !sel.matches(labels) {
+            continue;
+        }
+        let allowed = pdb.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0);
+        if allowed < 1 {
+            let pdb_name = object::name(pdb).to_string();
+            return Err(ApiError::new(429, "TooManyRequests",
+                "Cannot evict pod as it would violate the pod's disruption budget.")
+                .with_details(json!({"causes": [{"reason": "DisruptionBudget",
+                    "message": format!("The disruption budget {pdb_name} needs {} healthy pods and has {} currently",
+                        pdb.pointer("/status/desiredHealthy").and_then(Value::as_i64).unwrap_or(0),
+                        pdb.pointer("/status/currentHealthy").and_then(Value::as_i64).unwrap_or(0))}]})));
+        }
+        // Count this disruption so concurrent evictions cannot all pass.
+        let pdb_name = object::name(pdb).to_string();
+        let pod_name = object::name(pod).to_string();
+        reg.guaranteed_update(pdb_rt, ns, &pdb_name, Some(Subresource::Status), &WriteOptions::default(), |cur| {
+            let mut n = cur.clone();
+            let a = n.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0);
+            if a < 1 {
+                return Err(ApiError::new(429, "TooManyRequests",
+                    "Cannot evict pod as it would violate the pod's disruption budget."));
+            }
+            n["status"]["disruptionsAllowed"] = json!(a - 1);
+            n["status"]["disruptedPods"][pod_name.as_str()] = json!(object::now_rfc3339());
+            Ok(n)
+        })
+        .await?;
+    }
+    Ok(())
 }
