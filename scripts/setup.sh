@@ -6,6 +6,14 @@ set -euo pipefail
 need_apt=()
 command -v kubectl >/dev/null 2>&1 || need_apt+=(kubectl)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+# Container runtime (crates/runtime) and its tests: runc drives containers, the
+# test image is built from busybox-static, registry tests push with skopeo to a
+# local docker-registry.
+command -v runc >/dev/null 2>&1 || need_apt+=(runc)
+command -v skopeo >/dev/null 2>&1 || need_apt+=(skopeo)
+command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' ||
+    need_apt+=(busybox-static)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]} with apt-get"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
