@@ -18,7 +18,16 @@ const EVENT_FIELDS: &[(&str, &str)] = &[
 ];
 
 /// Same-named fields both shapes carry.
-const EVENT_SHARED: &[&str] = &["metadata", "reason", "type", "eventTime", "series", "related", "action", "reportingInstance"];
+const EVENT_SHARED: &[&str] = &[
+    "metadata",
+    "reason",
+    "type",
+    "eventTime",
+    "series",
+    "related",
+    "action",
+    "reportingInstance",
+];
 
 fn rename(obj: &Map<String, Value>, to_events_k8s_io: bool) -> Map<String, Value> {
     let mut out = Map::new();
@@ -28,7 +37,11 @@ fn rename(obj: &Map<String, Value>, to_events_k8s_io: bool) -> Map<String, Value
         }
     }
     for (core, new) in EVENT_FIELDS {
-        let (from, to) = if to_events_k8s_io { (core, new) } else { (new, core) };
+        let (from, to) = if to_events_k8s_io {
+            (core, new)
+        } else {
+            (new, core)
+        };
         if let Some(v) = obj.get(*from) {
             out.insert((*to).to_string(), v.clone());
         }

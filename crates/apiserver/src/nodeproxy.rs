@@ -44,20 +44,26 @@ impl NodeClient {
     /// GET `path_and_query` on the agent at `host:port`; the response (status,
     /// headers, streaming body) is passed through.
     pub async fn get(&self, host: &str, port: u16, path_and_query: &str) -> ApiResult<Response> {
-        let unavailable = |e: String| {
-            ApiError::new(502, "InternalError", format!("error dialing backend: {e}"))
-        };
-        let tcp = tokio::time::timeout(std::time::Duration::from_secs(10), TcpStream::connect((host, port)))
-            .await
-            .map_err(|_| unavailable(format!("dial tcp {host}:{port}: i/o timeout")))?
-            .map_err(|e| unavailable(format!("dial tcp {host}:{port}: {e}")))?;
+        let unavailable =
+            |e: String| ApiError::new(502, "InternalError", format!("error dialing backend: {e}"));
+        let tcp = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            TcpStream::connect((host, port)),
+        )
+        .await
+        .map_err(|_| unavailable(format!("dial tcp {host}:{port}: i/o timeout")))?
+        .map_err(|e| unavailable(format!("dial tcp {host}:{port}: {e}")))?;
         let name = rustls::pki_types::ServerName::try_from(host.to_string())
             .map_err(|e| unavailable(format!("bad node address {host}: {e}")))?;
         let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
-        let tls = connector.connect(name, tcp).await.map_err(|e| unavailable(format!("tls: {e}")))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        let tls = connector
+            .connect(name, tcp)
             .await
-            .map_err(|e| unavailable(e.to_string()))?;
+            .map_err(|e| unavailable(format!("tls: {e}")))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -65,7 +71,10 @@ impl NodeClient {
             .header(hyper::header::HOST, format!("{host}:{port}"))
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        let resp = sender.send_request(req).await.map_err(|e| unavailable(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
         let (parts, body) = resp.into_parts();
         Ok(Response::from_parts(parts, Body::new(body)))
     }

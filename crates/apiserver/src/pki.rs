@@ -186,7 +186,13 @@ impl Pki {
         if let Some(p) = read_pair(&self.dir, "apiserver-node-client")? {
             return Ok(p);
         }
-        let pair = issue(&self.ca, "system:apiserver", &["system:masters"], vec![], false)?;
+        let pair = issue(
+            &self.ca,
+            "system:apiserver",
+            &["system:masters"],
+            vec![],
+            false,
+        )?;
         write_pair(&self.dir, "apiserver-node-client", &pair)?;
         Ok(pair)
     }

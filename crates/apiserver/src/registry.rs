@@ -766,11 +766,22 @@ pub const FINALIZER_ORPHAN: &str = "orphan";
 /// adds `foregroundDeletion`, Orphan adds `orphan`, Background (the default) adds
 /// neither; the GC controller removes them when it is done.
 fn apply_gc_finalizers(obj: &mut Value, options: &Value) {
-    let policy = options.get("propagationPolicy").and_then(Value::as_str).map(str::to_string).or_else(|| {
-        options.get("orphanDependents").and_then(Value::as_bool).map(|o| {
-            if o { "Orphan".to_string() } else { "Background".to_string() }
-        })
-    });
+    let policy = options
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| {
+            options
+                .get("orphanDependents")
+                .and_then(Value::as_bool)
+                .map(|o| {
+                    if o {
+                        "Orphan".to_string()
+                    } else {
+                        "Background".to_string()
+                    }
+                })
+        });
     let Some(policy) = policy else { return };
     let mut fins = object::finalizers(obj);
     fins.retain(|f| f != FINALIZER_FOREGROUND && f != FINALIZER_ORPHAN);

@@ -27,11 +27,15 @@ fn decode(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
 pub fn review(path: &str, user: &User, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
     let mut obj = decode(headers, body)?;
     if !obj.is_object() {
-        return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the body of the request must be a JSON object",
+        ));
     }
     match path.trim_end_matches('/') {
         ACCESS => {
-            if obj.pointer("/spec/resourceAttributes").is_none() && obj.pointer("/spec/nonResourceAttributes").is_none() {
+            if obj.pointer("/spec/resourceAttributes").is_none()
+                && obj.pointer("/spec/nonResourceAttributes").is_none()
+            {
                 return Err(ApiError::new(422, "Invalid",
                     "SelfSubjectAccessReview.authorization.k8s.io \"\" is invalid: spec.resourceAttributes: Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified"));
             }
@@ -58,6 +62,10 @@ pub fn review(path: &str, user: &User, headers: &HeaderMap, body: &[u8]) -> ApiR
             });
         }
     }
-    Ok((StatusCode::CREATED, [(axum::http::header::CONTENT_TYPE, "application/json")],
-        serde_json::to_vec(&obj).unwrap_or_default()).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(&obj).unwrap_or_default(),
+    )
+        .into_response())
 }

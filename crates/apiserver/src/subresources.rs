@@ -222,7 +222,10 @@ pub async fn eviction(app: &App, rr: &ResourceRequest, body: &[u8]) -> ApiResult
     let opts = b.get("deleteOptions").cloned().unwrap_or_else(|| json!({}));
     let pod = reg.get(rt, ns, name).await?;
     // A pod that is not running (or already terminal) may always be evicted.
-    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if phase == "Running" || phase == "Pending" {
         check_disruption_budgets(app, ns, &pod).await?;
     }
@@ -233,7 +236,15 @@ pub async fn eviction(app: &App, rr: &ResourceRequest, body: &[u8]) -> ApiResult
 }
 
 /// Parameters of pods/log passed on to the agent.
-const LOG_PARAMS: &[&str] = &["follow", "tailLines", "timestamps", "previous", "sinceSeconds", "sinceTime", "limitBytes"];
+const LOG_PARAMS: &[&str] = &[
+    "follow",
+    "tailLines",
+    "timestamps",
+    "previous",
+    "sinceSeconds",
+    "sinceTime",
+    "limitBytes",
+];
 
 /// pods/log: choose the container, find the pod's node, proxy to its agent.
 pub async fn log(app: &App, rr: &ResourceRequest, q: &Query) -> ApiResult<Response> {
@@ -245,12 +256,20 @@ pub async fn log(app: &App, rr: &ResourceRequest, q: &Query) -> ApiResult<Respon
     let names: Vec<String> = pod
         .pointer("/spec/containers")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|c| c.get("name")?.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.get("name")?.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let init_names: Vec<String> = pod
         .pointer("/spec/initContainers")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|c| c.get("name")?.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.get("name")?.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let container = match q.get("container").filter(|c| !c.is_empty()) {
         Some(c) => {
@@ -277,16 +296,21 @@ pub async fn log(app: &App, rr: &ResourceRequest, q: &Query) -> ApiResult<Respon
             }
         }
     };
-    let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+    let node = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if node.is_empty() {
         return Err(ApiError::bad_request(format!(
             "container \"{container}\" in pod \"{name}\" is waiting to start: pod has not been scheduled"
         )));
     }
-    let nodes = catalog::by_plural("", "v1", "nodes").ok_or_else(|| ApiError::internal("no nodes resource"))?;
+    let nodes = catalog::by_plural("", "v1", "nodes")
+        .ok_or_else(|| ApiError::internal("no nodes resource"))?;
     let node_obj = reg.get(nodes, None, node).await?;
-    let (host, port) = crate::nodeproxy::node_endpoint(&node_obj)
-        .ok_or_else(|| ApiError::bad_request(format!("node {node} has no address to reach its agent")))?;
+    let (host, port) = crate::nodeproxy::node_endpoint(&node_obj).ok_or_else(|| {
+        ApiError::bad_request(format!("node {node} has no address to reach its agent"))
+    })?;
     let query = {
         let mut ser = url::form_urlencoded::Serializer::new(String::new());
         for p in LOG_PARAMS {
@@ -310,17 +334,28 @@ pub async fn log(app: &App, rr: &ResourceRequest, q: &Query) -> ApiResult<Respon
 /// Refuse an eviction that a PodDisruptionBudget covering the pod does not allow
 /// (429, as upstream; `kubectl drain` retries), and count the disruption.
 async fn check_disruption_budgets(app: &App, ns: Option<&str>, pod: &Value) -> ApiResult<()> {
-    let Some(pdb_rt) = catalog::by_plural("policy", "v1", "poddisruptionbudgets") else { return Ok(()) };
+    let Some(pdb_rt) = catalog::by_plural("policy", "v1", "poddisruptionbudgets") else {
+        return Ok(());
+    };
     let reg = &app.registry;
-    let pdbs = reg.list(pdb_rt, ns, &crate::registry::Filter::default(), None, None).await?;
+    let pdbs = reg
+        .list(pdb_rt, ns, &crate::registry::Filter::default(), None, None)
+        .await?;
     let labels = object::labels(pod);
     for pdb in &pdbs.items {
-        let Some(sel) = pdb.pointer("/spec/selector") else { continue };
-        let Ok(sel) = LabelSelector::from_json(sel) else { continue };
+        let Some(sel) = pdb.pointer("/spec/selector") else {
+            continue;
+        };
+        let Ok(sel) = LabelSelector::from_json(sel) else {
+            continue;
+        };
         if sel.is_everything() || !sel.matches(labels) {
             continue;
         }
-        let allowed = pdb.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0);
+        let allowed = pdb
+            .pointer("/status/disruptionsAllowed")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         if allowed < 1 {
             let pdb_name = object::name(pdb).to_string();
             return Err(ApiError::new(429, "TooManyRequests",
@@ -333,17 +368,30 @@ async fn check_disruption_budgets(app: &App, ns: Option<&str>, pod: &Value) -> A
         // Count this disruption so concurrent evictions cannot all pass.
         let pdb_name = object::name(pdb).to_string();
         let pod_name = object::name(pod).to_string();
-        reg.guaranteed_update(pdb_rt, ns, &pdb_name, Some(Subresource::Status), &WriteOptions::default(), |cur| {
-            let mut n = cur.clone();
-            let a = n.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0);
-            if a < 1 {
-                return Err(ApiError::new(429, "TooManyRequests",
-                    "Cannot evict pod as it would violate the pod's disruption budget."));
-            }
-            n["status"]["disruptionsAllowed"] = json!(a - 1);
-            n["status"]["disruptedPods"][pod_name.as_str()] = json!(object::now_rfc3339());
-            Ok(n)
-        })
+        reg.guaranteed_update(
+            pdb_rt,
+            ns,
+            &pdb_name,
+            Some(Subresource::Status),
+            &WriteOptions::default(),
+            |cur| {
+                let mut n = cur.clone();
+                let a = n
+                    .pointer("/status/disruptionsAllowed")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                if a < 1 {
+                    return Err(ApiError::new(
+                        429,
+                        "TooManyRequests",
+                        "Cannot evict pod as it would violate the pod's disruption budget.",
+                    ));
+                }
+                n["status"]["disruptionsAllowed"] = json!(a - 1);
+                n["status"]["disruptedPods"][pod_name.as_str()] = json!(object::now_rfc3339());
+                Ok(n)
+            },
+        )
         .await?;
     }
     Ok(())

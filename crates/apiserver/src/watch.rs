@@ -61,7 +61,11 @@ impl Watcher {
             return Some((ev.event_type, obj, shared));
         }
         let now = self.filter.matches(&obj);
-        let before = ev.prev.as_ref().map(|p| self.filter.matches(&self.view(p))).unwrap_or(false);
+        let before = ev
+            .prev
+            .as_ref()
+            .map(|p| self.filter.matches(&self.view(p)))
+            .unwrap_or(false);
         let t = match ev.event_type {
             WatchType::Added => now.then_some(WatchType::Added),
             WatchType::Deleted => (now || before).then_some(WatchType::Deleted),
@@ -230,7 +234,8 @@ pub async fn serve(
             (Some(mut sub), _) => {
                 for ev in sub.replay.drain(..) {
                     if let Some((t, obj, shared)) = w.project(&ev) {
-                        let json = (shared && w.format == ResponseFormat::Json).then(|| ev.object_json());
+                        let json =
+                            (shared && w.format == ResponseFormat::Json).then(|| ev.object_json());
                         let b = w.event(t, &obj, json);
                         if tx.send(b).await.is_err() {
                             return;

@@ -93,6 +93,9 @@ pub fn decode_stored(value: &[u8], revision: Revision) -> Option<Value> {
     Some(v)
 }
 
+/// Slots of the live broadcast channel (each slot is allocated up front).
+const LIVE_CHANNEL: usize = 1024;
+
 struct Inner {
     buffer: VecDeque<Arc<CachedEvent>>,
     /// Everything after this revision is (or will be) in `buffer` or delivered live.
@@ -116,7 +119,9 @@ impl WatchCache {
     /// Start following `prefix` in `store` from its current revision.
     pub fn start(store: Arc<dyn Store>, prefix: String, capacity: usize) -> Arc<WatchCache> {
         let start = store.current_revision();
-        let (tx, _) = broadcast::channel(capacity.max(16));
+        // The live channel is smaller than the replay buffer: a watcher that falls
+        // further behind is closed and resumes from the buffer by resourceVersion.
+        let (tx, _) = broadcast::channel(LIVE_CHANNEL.min(capacity).max(16));
         let cache = Arc::new(WatchCache {
             inner: Mutex::new(Inner {
                 buffer: VecDeque::new(),

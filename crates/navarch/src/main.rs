@@ -1,6 +1,7 @@
 //! `navarch`: one binary for the whole system.
 //!
-//! - `navarch server`: the control plane (API server on the embedded store).
+//! - `navarch server`: the control plane (API server on the embedded store,
+//!   controllers, scheduler).
 //! - `navarch version`: print the version.
 
 use std::net::IpAddr;
@@ -24,8 +25,34 @@ struct Cli {
 enum Command {
     /// Run the control plane: API server on the embedded store.
     Server(ServerArgs),
+    /// Manage the local node's images.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Print version information.
     Version,
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Import an oci-archive or docker-archive tarball (works while the server runs).
+    Import {
+        #[arg(long, default_value = "/var/lib/navarch", env = "NAVARCH_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The tarball(s).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List the images the local node holds.
+    Ls {
+        #[arg(long, default_value = "/var/lib/navarch", env = "NAVARCH_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Pull an image from a registry.
+    Pull {
+        #[arg(long, default_value = "/var/lib/navarch", env = "NAVARCH_DATA_DIR")]
+        data_dir: PathBuf,
+        reference: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -42,12 +69,32 @@ struct ServerArgs {
     /// Extra subject alternative names (DNS names or IPs) for the serving certificate.
     #[arg(long = "tls-san")]
     tls_sans: Vec<String>,
+    /// Do not run a node agent (the local node) in this process.
+    #[arg(long)]
+    disable_agent: bool,
+    /// Name of the local node (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Port of the local node agent's HTTPS endpoint (logs, exec).
+    #[arg(long, default_value_t = 10250)]
+    agent_port: u16,
+    /// Do not run the scheduler in this process.
+    #[arg(long)]
+    disable_scheduler: bool,
+    /// Do not run the controllers in this process.
+    #[arg(long)]
+    disable_controllers: bool,
     /// Log filter (e.g. `info`, `navarch_apiserver=debug`).
     #[arg(long, default_value = "info", env = "NAVARCH_LOG")]
     log: String,
 }
 
 fn main() -> anyhow::Result<()> {
+    // The container shim forks: it must run before any thread (tokio) exists.
+    if std::env::args().nth(1).as_deref() == Some(navarch_runtime::SHIM_SUBCOMMAND) {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        std::process::exit(navarch_runtime::shim_main(&args));
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Version => {
@@ -56,6 +103,12 @@ fn main() -> anyhow::Result<()> {
                 env!("CARGO_PKG_VERSION")
             );
             Ok(())
+        }
+        Command::Image(cmd) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(image(cmd))
         }
         Command::Server(args) => {
             tracing_subscriber::fmt()
@@ -85,7 +138,21 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     };
     let running = navarch_apiserver::start(cfg, store).await?;
     let client = navarch_controllers::client_from_kubeconfig(&running.kubeconfig).await?;
-    navarch_controllers::spawn_all(client);
+    if !args.disable_controllers {
+        navarch_controllers::spawn_all(client.clone());
+    }
+    if !args.disable_scheduler {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let cfg = navarch_scheduler::SchedulerConfig::default();
+            if let Err(e) = navarch_scheduler::run(cfg, client).await {
+                tracing::error!(error = %e, "scheduler stopped");
+            }
+        });
+    }
+    if !args.disable_agent {
+        start_agent(&args, &running, client.clone())?;
+    }
     eprintln!(
         "navarch server ready on https://{}  (kubeconfig: {})",
         running.addr,
@@ -98,4 +165,146 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     }
     eprintln!("navarch server stopping");
     Ok(())
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Run directory for container state: under /run (gone at reboot, like the
+/// containers), one per data dir so several servers can share a machine.
+fn run_root(data_dir: &std::path::Path) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let canon = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    canon.hash(&mut h);
+    PathBuf::from(format!(
+        "/run/navarch/{:012x}",
+        h.finish() & 0xffff_ffff_ffff
+    ))
+}
+
+/// The local node: runtime (runc), image store and node agent, with a serving
+/// certificate from the cluster CA for the agent's endpoint.
+fn start_agent(
+    args: &ServerArgs,
+    running: &navarch_apiserver::Running,
+    client: kube::Client,
+) -> anyhow::Result<()> {
+    let node_name = args.node_name.clone().unwrap_or_else(host_name);
+    let mut rcfg = navarch_runtime::RuntimeConfig::new(args.data_dir.join("runtime"));
+    rcfg.run_root = run_root(&args.data_dir);
+    let images = Arc::new(navarch_runtime::LocalImageService::new(&rcfg)?);
+    let runtime = Arc::new(navarch_runtime::RuncRuntime::new(rcfg)?);
+    let data_dir = args.data_dir.clone();
+    let pki_dir = args.data_dir.join("agent-pki");
+    std::fs::create_dir_all(&pki_dir)?;
+    let (cert, key) = (pki_dir.join("tls.crt"), pki_dir.join("tls.key"));
+    if !cert.exists() || !key.exists() {
+        let mut sans = navarch_apiserver::pki::host_addresses();
+        sans.push(node_name.clone());
+        sans.push("localhost".to_string());
+        let pair = running
+            .pki
+            .serving_cert(&format!("system:node:{node_name}"), sans)?;
+        std::fs::write(&cert, &pair.cert_pem)?;
+        navarch_apiserver::pki::write_private(&key, pair.key_pem.as_bytes())?;
+    }
+    let mut cfg = navarch_agent::AgentConfig::new(node_name, args.data_dir.join("agent"));
+    cfg.server_tls = Some((cert, key));
+    cfg.client_ca = Some(running.pki.dir.join("ca.crt"));
+    cfg.listen_port = args.agent_port;
+    tokio::spawn(async move {
+        import_dropped_images(&data_dir, &images).await;
+        if let Err(e) = navarch_agent::run(cfg, client, images, runtime).await {
+            tracing::error!(error = %e, "node agent stopped");
+        }
+    });
+    Ok(())
+}
+
+fn image_service(data_dir: &std::path::Path) -> anyhow::Result<navarch_runtime::LocalImageService> {
+    let cfg = navarch_runtime::RuntimeConfig::new(data_dir.join("runtime"));
+    Ok(navarch_runtime::LocalImageService::new(&cfg)?)
+}
+
+async fn image(cmd: ImageCommand) -> anyhow::Result<()> {
+    use navarch_runtime::ImageService;
+    match cmd {
+        ImageCommand::Import { data_dir, files } => {
+            let svc = image_service(&data_dir)?;
+            for f in files {
+                for img in svc.import(&f).await? {
+                    println!("imported {} {}", img.references.join(","), img.id);
+                }
+            }
+        }
+        ImageCommand::Ls { data_dir } => {
+            let svc = image_service(&data_dir)?;
+            println!("{:<60} {:<20} {:>10}", "IMAGE", "ID", "SIZE");
+            for img in svc.list().await? {
+                let id = img.id.trim_start_matches("sha256:");
+                let name = img
+                    .references
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "<none>".into());
+                println!(
+                    "{:<60} {:<20} {:>10}",
+                    name,
+                    &id[..id.len().min(12)],
+                    img.size
+                );
+            }
+        }
+        ImageCommand::Pull {
+            data_dir,
+            reference,
+        } => {
+            let svc = image_service(&data_dir)?;
+            let progress = |p: navarch_runtime::PullProgress| {
+                let total = p.total.map(|t| t.to_string()).unwrap_or_else(|| "?".into());
+                eprintln!("{}: {}/{} bytes", p.layer, p.downloaded, total);
+            };
+            let img = svc
+                .pull(&reference, &Default::default(), Some(&progress))
+                .await?;
+            println!("pulled {} {}", reference, img.id);
+        }
+    }
+    Ok(())
+}
+
+/// Tarballs dropped in `<data-dir>/images/` are imported at start (air-gapped
+/// machines).
+async fn import_dropped_images(
+    data_dir: &std::path::Path,
+    images: &navarch_runtime::LocalImageService,
+) {
+    use navarch_runtime::ImageService;
+    let dir = data_dir.join("images");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let is_tar = p.extension().map(|x| x == "tar").unwrap_or(false);
+        if !is_tar {
+            continue;
+        }
+        match images.import(&p).await {
+            Ok(imgs) => {
+                for i in imgs {
+                    tracing::info!(image = %i.references.join(","), file = %p.display(), "imported image");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(file = %p.display(), error = %e, "could not import image tarball")
+            }
+        }
+    }
 }

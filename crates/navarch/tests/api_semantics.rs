@@ -91,33 +91,48 @@ fn generate_name_generation_and_status_rules() {
         c.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
         "3"
     );
-    // Status written through the main resource is ignored.
+    // Status written through the main resource is ignored (an HPA: no controller
+    // writes its status here yet).
+    c.apply(r#"{"apiVersion":"autoscaling/v2","kind":"HorizontalPodAutoscaler","metadata":{"name":"h"},
+        "spec":{"scaleTargetRef":{"apiVersion":"apps/v1","kind":"Deployment","name":"web"},"maxReplicas":5}}"#);
     c.ok(&[
         "patch",
-        "deploy",
-        "web",
+        "hpa",
+        "h",
         "--type",
         "merge",
         "-p",
-        r#"{"status":{"replicas":7}}"#,
+        r#"{"status":{"desiredReplicas":7}}"#,
     ]);
     assert_eq!(
-        c.ok(&["get", "deploy", "web", "-o", "jsonpath={.status.replicas}"]),
+        c.ok(&[
+            "get",
+            "hpa",
+            "h",
+            "-o",
+            "jsonpath={.status.desiredReplicas}"
+        ]),
         ""
     );
     // ... and taken through /status.
     c.ok(&[
         "patch",
-        "deploy",
-        "web",
+        "hpa",
+        "h",
         "--subresource=status",
         "--type",
         "merge",
         "-p",
-        r#"{"status":{"replicas":7}}"#,
+        r#"{"status":{"desiredReplicas":7}}"#,
     ]);
     assert_eq!(
-        c.ok(&["get", "deploy", "web", "-o", "jsonpath={.status.replicas}"]),
+        c.ok(&[
+            "get",
+            "hpa",
+            "h",
+            "-o",
+            "jsonpath={.status.desiredReplicas}"
+        ]),
         "7"
     );
     // Services get a ClusterIP from 10.43.0.0/16 and NodePorts from 30000-32767.

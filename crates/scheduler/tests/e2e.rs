@@ -48,7 +48,13 @@ async fn start_server() -> Option<(Server, Client)> {
     let dir = tempfile::tempdir().unwrap();
     let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
     let child = Command::new(&bin)
-        .args(["server", "--bind-address", "127.0.0.1", "--https-port"])
+        .args([
+            "server",
+            "--disable-agent",
+            "--bind-address",
+            "127.0.0.1",
+            "--https-port",
+        ])
         .arg(free_port().to_string())
         .arg("--data-dir")
         .arg(dir.path())

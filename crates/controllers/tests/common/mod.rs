@@ -46,7 +46,13 @@ impl Cluster {
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
         let child = Command::new(bin)
-            .args(["server", "--bind-address", "127.0.0.1", "--https-port"])
+            .args([
+                "server",
+                "--disable-agent",
+                "--bind-address",
+                "127.0.0.1",
+                "--https-port",
+            ])
             .arg(port.to_string())
             .arg("--data-dir")
             .arg(dir.path())

@@ -11,6 +11,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     cache: tempfile::TempDir,
     pub port: u16,
+    /// The local node agent's port, when the server runs one.
+    pub agent_port: Option<u16>,
 }
 
 fn free_port() -> u16 {
@@ -18,19 +20,72 @@ fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+/// The test image (`navarch.test/busybox:1.35`), built once by
+/// `scripts/build-test-image.sh` from Debian's busybox-static.
+pub const TEST_IMAGE: &str = "navarch.test/busybox:1.35";
+
+pub fn test_image() -> PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = root.join("target/test-images/busybox.tar");
+    BUILD.call_once(|| {
+        let status = Command::new("bash")
+            .arg(root.join("scripts/build-test-image.sh"))
+            .arg(&out)
+            .status()
+            .expect("run scripts/build-test-image.sh");
+        assert!(status.success(), "scripts/build-test-image.sh failed");
+    });
+    out
+}
+
 pub fn navarch_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_navarch"))
 }
 
 impl Cluster {
+    /// A control plane without a node (API, controllers, scheduler).
     pub fn start() -> Cluster {
+        Self::start_with(false)
+    }
+
+    /// A control plane plus the local node agent running real containers (needs root).
+    pub fn start_with_node() -> Cluster {
+        let c = Self::start_with(true);
+        let ok = eventually(Duration::from_secs(30), || {
+            let out = c.kubectl(&[
+                "get",
+                "nodes",
+                "-o",
+                "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
+            ]);
+            String::from_utf8_lossy(&out.stdout)
+                .contains("True")
+                .then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "the local node did not become Ready; log:\n{}",
+            c.log()
+        );
+        c
+    }
+
+    fn start_with(node: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = tempfile::tempdir().expect("tempdir");
+        let agent_port = node.then(free_port);
+        if node {
+            let images = dir.path().join("images");
+            std::fs::create_dir_all(&images).expect("images dir");
+            std::fs::copy(test_image(), images.join("busybox.tar")).expect("copy test image");
+        }
         let mut c = Cluster {
             child: None,
             dir,
             cache,
             port: free_port(),
+            agent_port,
         };
         c.spawn();
         c
@@ -38,9 +93,18 @@ impl Cluster {
 
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("server.log")).expect("log file");
-        let child = Command::new(navarch_bin())
-            .args(["server", "--bind-address", "127.0.0.1", "--https-port"])
-            .arg(self.port.to_string())
+        let mut cmd = Command::new(navarch_bin());
+        cmd.args(["server", "--bind-address", "127.0.0.1", "--https-port"])
+            .arg(self.port.to_string());
+        match self.agent_port {
+            Some(p) => {
+                cmd.arg("--agent-port").arg(p.to_string());
+            }
+            None => {
+                cmd.arg("--disable-agent");
+            }
+        }
+        let child = cmd
             .arg("--data-dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -161,6 +225,34 @@ impl Cluster {
             String::from_utf8_lossy(&out.stdout)
         );
         String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Wait for a jsonpath query on an object to satisfy `pred`; returns the last value.
+    pub fn wait_for(
+        &self,
+        args: &[&str],
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let mut last = String::new();
+        let ok = eventually(timeout, || {
+            let out = self.kubectl(args);
+            last = String::from_utf8_lossy(&out.stdout).into_owned();
+            pred(&last).then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "timed out waiting on kubectl {:?}; last output: {last:?}\n{}\nserver log tail:\n{}",
+            args,
+            String::from_utf8_lossy(&self.kubectl(&["describe", "pods"]).stdout),
+            self.log()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        last
     }
 
     pub fn data_dir(&self) -> &Path {
