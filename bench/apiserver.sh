@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# API server benchmark (issue 2, "Speed"): one command, bounded in time, loopback only.
+#
+#   bench/apiserver.sh
+#
+# Builds release binaries, starts `navarch server` on a temporary data dir on
+# 127.0.0.1, runs the load generator scenarios (bench/loadgen), measures RSS,
+# stops the server, runs the raw store baseline, and prints every figure as a
+# `name value` line, goals annotated `goal>=X ok` / `goal<=X MISSED`.
+#
+# Knobs (environment): CLIENTS (32), PHASE_SECS (10), WATCHERS (1000),
+# WATCH_RATE (100), WATCH_SECS (10), FILL_TOTAL (100000), FILL_MAX_SECS (120),
+# PROTO_FLAG ("" = HTTP/2, "--http1" = HTTP/1.1 keep-alive), SKIP_BUILD (unset).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+CLIENTS="${CLIENTS:-32}"
+PHASE_SECS="${PHASE_SECS:-10}"
+WATCHERS="${WATCHERS:-1000}"
+WATCH_RATE="${WATCH_RATE:-100}"
+WATCH_SECS="${WATCH_SECS:-10}"
+FILL_TOTAL="${FILL_TOTAL:-100000}"
+FILL_MAX_SECS="${FILL_MAX_SECS:-120}"
+PROTO_FLAG="${PROTO_FLAG:-}"
+
+TMP="$(mktemp -d /tmp/navarch-bench.XXXXXX)"
+RESULTS="$TMP/results"
+SERVER_PID=""
+: >"$RESULTS"
+
+cleanup() {
+    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+    fi
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+log() { echo "# $*" >&2; }
+record() { echo "$1 $2" | tee -a "$RESULTS"; }
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# Ulimit: 1,000 watch connections on each side.
+ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
+
+if [[ -z "${SKIP_BUILD:-}" ]]; then
+    log "building release binaries"
+    cargo build --release -q -p navarch -p navarch-loadgen
+    cargo build --release -q -p navarch-store --example store_bench
+fi
+NAVARCH="$ROOT/target/release/navarch"
+LOADGEN="$ROOT/target/release/loadgen"
+STORE_BENCH="$ROOT/target/release/examples/store_bench"
+
+# A free loopback port.
+PORT=""
+for _ in $(seq 50); do
+    p=$((20000 + RANDOM % 30000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then PORT=$p; break; fi
+done
+[[ -n "$PORT" ]] || { echo "no free port" >&2; exit 1; }
+ADDR="127.0.0.1:$PORT"
+DATA="$TMP/data"
+
+log "starting navarch server on https://$ADDR (data dir $DATA)"
+"$NAVARCH" server --data-dir "$DATA" --https-port "$PORT" --bind-address 127.0.0.1 \
+    --log warn >"$TMP/server.log" 2>&1 &
+SERVER_PID=$!
+
+LG=("$LOADGEN" --addr "$ADDR" --pki "$DATA/pki")
+[[ -n "$PROTO_FLAG" ]] && LG+=("$PROTO_FLAG")
+
+ready=""
+for _ in $(seq 300); do
+    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$TMP/server.log" >&2; echo "server died" >&2; exit 1; }
+    if [[ -f "$DATA/pki/admin.key" ]] && grep -q "ready" "$TMP/server.log" 2>/dev/null; then
+        ready=1; break
+    fi
+    sleep 0.1
+done
+[[ -n "$ready" ]] || { cat "$TMP/server.log" >&2; echo "server not ready after 30 s" >&2; exit 1; }
+
+sleep 2
+record server_rss_idle_mb "$(awk -v k="$(rss_kb "$SERVER_PID")" 'BEGIN {printf "%.1f", k/1024}')"
+
+# Run one loadgen command with a time bound, appending its figures.
+lg() {
+    local bound=$1; shift
+    timeout --kill-after=5 "$bound" "${LG[@]}" "$@" | tee -a "$RESULTS"
+}
+val() { awk -v k="$1" '$1 == k {v = $2} END {print v}' "$RESULTS"; }
+
+lg 20 namespace bench
+lg 20 namespace bench-watch
+
+log "create: $CLIENTS clients, ${PHASE_SECS}s, ~500 B configmaps"
+lg $((PHASE_SECS + 30)) crud --op create --clients "$CLIENTS" --duration-secs "$PHASE_SECS" \
+    --namespace bench --prefix cm- --label api_create
+CREATED="$(val api_create_ok)"
+
+log "get: $CLIENTS clients, ${PHASE_SECS}s over $CREATED configmaps"
+lg $((PHASE_SECS + 30)) crud --op get --clients "$CLIENTS" --duration-secs "$PHASE_SECS" \
+    --namespace bench --prefix cm- --existing "$CREATED" --label api_get
+
+log "watch: $WATCHERS watches, $WATCH_RATE pods/s for ${WATCH_SECS}s"
+lg $((WATCH_SECS + 90)) watch --watchers "$WATCHERS" --rate "$WATCH_RATE" \
+    --duration-secs "$WATCH_SECS" --namespace bench-watch --prefix bw-
+
+REMAINING=$((FILL_TOTAL - CREATED))
+if ((REMAINING > 0)); then
+    log "fill: $REMAINING more configmaps (to $FILL_TOTAL), at most ${FILL_MAX_SECS}s"
+    lg $((FILL_MAX_SECS + 30)) crud --op create --clients "$CLIENTS" --duration-secs "$FILL_MAX_SECS" \
+        --max-requests "$REMAINING" --start-index "$CREATED" --namespace bench --prefix cm- --label fill
+    TOTAL=$((CREATED + $(val fill_ok)))
+else
+    TOTAL=$CREATED
+fi
+record configmaps_stored "$TOTAL"
+sleep 2
+record server_rss_full_mb "$(awk -v k="$(rss_kb "$SERVER_PID")" 'BEGIN {printf "%.1f", k/1024}')"
+
+log "stopping server"
+kill -TERM "$SERVER_PID"
+for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+SERVER_PID=""
+
+log "store baseline (store_bench, 32 writers x 300 puts)"
+timeout --kill-after=5 120 "$STORE_BENCH" "$TMP/store-bench" --writers 32 --puts 300 | tee -a "$RESULTS"
+
+API="$(val api_create_per_sec)"
+STORE="$(val store_put_per_sec)"
+record api_create_to_store_put_ratio "$(awk -v a="$API" -v s="$STORE" 'BEGIN {if (s > 0) printf "%.3f", a/s; else print "nan"}')"
+
+# Summary with goals.
+echo
+echo "== summary ($(nproc) CPUs, $(uname -r), HTTPS ${PROTO_FLAG:-h2}, embedded store) =="
+awk -v fill_total="$FILL_TOTAL" '
+BEGIN {
+    goal["api_create_per_sec"] = ">=3000"
+    goal["api_get_per_sec"] = ">=20000"
+    goal["api_create_p99_ms"] = "<=20"
+    goal["watch_delay_p99_ms"] = "<=50"
+    goal["watch_delay_max_ms"] = "<=50"
+    goal["watch_missing_events"] = "<=0"
+    goal["watch_create_per_sec"] = ">=95"
+    goal["server_rss_idle_mb"] = "<=30"
+    goal["server_rss_full_mb"] = "<=150"
+    goal["configmaps_stored"] = ">=" fill_total
+}
+{
+    line = $1 " " $2
+    if ($1 in goal) {
+        g = goal[$1]; op = substr(g, 1, 2); t = substr(g, 3) + 0; v = $2 + 0
+        ok = (op == ">=") ? (v >= t) : (v <= t)
+        line = line "  goal" g " " (ok ? "ok" : "MISSED")
+    }
+    print line
+}' "$RESULTS"

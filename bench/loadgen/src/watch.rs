@@ -1,0 +1,421 @@
+//! Watch fan-out: many open pod watches while pods are created at a fixed
+//! rate; measures how long after each create every watcher sees its event.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use futures::StreamExt;
+use http_body_util::BodyExt;
+use hyper::Method;
+
+use crate::client::{status_error, Conn, Target};
+use crate::error::Error;
+use crate::hist::Histogram;
+use crate::objects;
+
+/// Parameters of the watch scenario.
+#[derive(Clone, Debug)]
+pub struct WatchSpec {
+    /// Number of open watches.
+    pub watchers: usize,
+    /// Watches sharing one HTTP/2 connection (1 = a connection each, as
+    /// independent clients would have; must be 1 for HTTP/1.1).
+    pub watchers_per_conn: usize,
+    /// Pods created per second.
+    pub rate: f64,
+    /// How long pods are created.
+    pub duration: Duration,
+    /// Connections the creates are spread over.
+    pub creators: usize,
+    /// Namespace of the pods (must exist).
+    pub namespace: String,
+    /// Pod name prefix; names are `<prefix><index>`.
+    pub prefix: String,
+    /// How long to wait for stragglers after the last create.
+    pub grace: Duration,
+}
+
+/// What the watch scenario measured. Delays are in microseconds.
+#[derive(Clone, Debug)]
+pub struct WatchReport {
+    /// Pods created successfully.
+    pub created: u64,
+    /// Creates that failed.
+    pub create_errors: u64,
+    /// Achieved create rate.
+    pub create_per_sec: f64,
+    /// Create latency.
+    pub create_latency_us: Histogram,
+    /// Watches that were established.
+    pub watchers: u64,
+    /// `created × watchers`.
+    pub expected_events: u64,
+    /// ADDED events for bench pods received over all watches.
+    pub received_events: u64,
+    /// Event arrival minus the create's response arrival (0 if earlier).
+    pub delay_from_response_us: Histogram,
+    /// Event arrival minus the moment the create request was sent.
+    pub delay_from_send_us: Histogram,
+    /// Events that arrived before the create's response did.
+    pub events_before_response: u64,
+    /// Watches that failed or ended early.
+    pub watch_errors: u64,
+    /// First failure seen.
+    pub first_error: Option<String>,
+}
+
+const UNSET: u64 = u64::MAX;
+
+struct Clock(Instant);
+
+impl Clock {
+    fn now_us(&self) -> u64 {
+        self.0.elapsed().as_micros() as u64
+    }
+}
+
+struct Shared {
+    clock: Clock,
+    sent_us: Vec<AtomicU64>,
+    resp_us: Vec<AtomicU64>,
+    received: AtomicU64,
+}
+
+struct WatcherResult {
+    received: u64,
+    from_response: Histogram,
+    from_send: Histogram,
+    early: u64,
+    error: Option<String>,
+}
+
+async fn open_conns(target: &Target, n: usize) -> Result<Vec<Conn>, Error> {
+    let results: Vec<Result<Conn, Error>> = futures::stream::iter(0..n)
+        .map(|_| target.connect())
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Current `resourceVersion` of the pod collection in `namespace`.
+async fn list_rv(conn: &mut Conn, namespace: &str) -> Result<String, Error> {
+    let path = format!("{}?limit=1", objects::collection_path(namespace, "pods"));
+    let body = conn.call_ok(Method::GET, &path, None).await?;
+    objects::resource_version(&body)
+}
+
+async fn watcher(
+    mut conn: Conn,
+    path: String,
+    prefix: String,
+    shared: Arc<Shared>,
+    ready: tokio::sync::mpsc::Sender<Result<(), String>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> WatcherResult {
+    let mut arrivals: Vec<(u64, u64)> = Vec::new();
+    let mut error = None;
+    match conn.send(Method::GET, &path, None).await {
+        Ok(resp) if resp.status().is_success() => {
+            let _ = ready.send(Ok(())).await;
+            drop(ready);
+            let mut body = resp.into_body();
+            let mut buf = BytesMut::new();
+            loop {
+                let frame = tokio::select! {
+                    f = body.frame() => f,
+                    _ = stop.wait_for(|s| *s) => break,
+                };
+                let data = match frame {
+                    Some(Ok(f)) => match f.into_data() {
+                        Ok(d) => d,
+                        Err(_) => continue,
+                    },
+                    Some(Err(e)) => {
+                        error = Some(format!("watch stream: {e}"));
+                        break;
+                    }
+                    None => {
+                        error = Some("watch stream ended early".into());
+                        break;
+                    }
+                };
+                let now = shared.clock.now_us();
+                buf.extend_from_slice(&data);
+                while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                    if let Some(i) = objects::added_index(&buf[..nl], &prefix) {
+                        arrivals.push((i, now));
+                        shared.received.fetch_add(1, Ordering::Relaxed);
+                    }
+                    buf.advance(nl + 1);
+                }
+            }
+        }
+        Ok(resp) => {
+            let status = resp.status();
+            let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+            let msg = status_error(
+                &Method::GET,
+                &path,
+                status,
+                body.as_deref().unwrap_or_default(),
+            )
+            .to_string();
+            let _ = ready.send(Err(msg.clone())).await;
+            error = Some(msg);
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string())).await;
+            error = Some(e.to_string());
+        }
+    }
+    // Creates are finished when the stop signal fires: all timestamps are in.
+    let mut r = WatcherResult {
+        received: arrivals.len() as u64,
+        from_response: Histogram::new(),
+        from_send: Histogram::new(),
+        early: 0,
+        error,
+    };
+    for (i, at) in arrivals {
+        let idx = i as usize;
+        let (Some(sent), Some(resp)) = (shared.sent_us.get(idx), shared.resp_us.get(idx)) else {
+            continue;
+        };
+        let (sent, resp) = (sent.load(Ordering::Relaxed), resp.load(Ordering::Relaxed));
+        if sent != UNSET {
+            r.from_send.record(at.saturating_sub(sent));
+        }
+        if resp != UNSET {
+            if at < resp {
+                r.early += 1;
+            }
+            r.from_response.record(at.saturating_sub(resp));
+        }
+    }
+    r
+}
+
+struct CreatorResult {
+    ok: u64,
+    errors: u64,
+    hist: Histogram,
+    first_error: Option<String>,
+}
+
+/// Which creates one creator connection sends, and when.
+struct CreatorPlan {
+    /// Index of its first pod; it then takes every `step`-th up to `total`.
+    first: usize,
+    step: usize,
+    total: usize,
+    /// Pod `i` is due at `start + i / rate`.
+    rate: f64,
+    start: tokio::time::Instant,
+    collection: String,
+    prefix: String,
+}
+
+async fn creator(mut conn: Conn, plan: CreatorPlan, shared: Arc<Shared>) -> CreatorResult {
+    let mut r = CreatorResult {
+        ok: 0,
+        errors: 0,
+        hist: Histogram::new(),
+        first_error: None,
+    };
+    let CreatorPlan {
+        first,
+        step,
+        total,
+        rate,
+        start,
+        collection,
+        prefix,
+    } = plan;
+    for i in (first..total).step_by(step) {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
+        let body = objects::pod(&format!("{prefix}{i}"));
+        let t0 = shared.clock.now_us();
+        shared.sent_us[i].store(t0, Ordering::Relaxed);
+        match conn.call(Method::POST, &collection, Some(body)).await {
+            Ok((status, _)) if status.is_success() => {
+                let t1 = shared.clock.now_us();
+                shared.resp_us[i].store(t1, Ordering::Relaxed);
+                r.hist.record(t1.saturating_sub(t0));
+                r.ok += 1;
+            }
+            Ok((status, body)) => {
+                r.errors += 1;
+                if r.first_error.is_none() {
+                    r.first_error =
+                        Some(status_error(&Method::POST, &collection, status, &body).to_string());
+                }
+            }
+            Err(e) => {
+                r.errors += 1;
+                if r.first_error.is_none() {
+                    r.first_error = Some(e.to_string());
+                }
+                break;
+            }
+        }
+    }
+    r
+}
+
+/// Run the watch scenario.
+pub async fn run(target: &Target, spec: &WatchSpec) -> Result<WatchReport, Error> {
+    if spec.watchers == 0 || spec.creators == 0 || spec.rate <= 0.0 {
+        return Err(Error::Param(
+            "watchers, creators and rate must be > 0".into(),
+        ));
+    }
+    let per_conn = spec.watchers_per_conn.max(1);
+    if per_conn > 1 && target.protocol() != crate::client::Protocol::Http2 {
+        return Err(Error::Param(
+            "watchers can share a connection only over HTTP/2".into(),
+        ));
+    }
+    let total = (spec.rate * spec.duration.as_secs_f64()).round().max(1.0) as usize;
+    let shared = Arc::new(Shared {
+        clock: Clock(Instant::now()),
+        sent_us: (0..total).map(|_| AtomicU64::new(UNSET)).collect(),
+        resp_us: (0..total).map(|_| AtomicU64::new(UNSET)).collect(),
+        received: AtomicU64::new(0),
+    });
+
+    let mut creator_conns = open_conns(target, spec.creators).await?;
+    let rv = list_rv(&mut creator_conns[0], &spec.namespace).await?;
+    let watch_path = format!(
+        "{}?watch=true&resourceVersion={rv}",
+        objects::collection_path(&spec.namespace, "pods")
+    );
+
+    // Open the watches.
+    let n_conns = spec.watchers.div_ceil(per_conn);
+    let conns = open_conns(target, n_conns).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(spec.watchers);
+    let mut handles = Vec::with_capacity(spec.watchers);
+    for conn in conns {
+        for _ in 1..per_conn {
+            handles.extend(conn.try_clone());
+        }
+        handles.push(conn);
+    }
+    handles.truncate(spec.watchers);
+    let opened = handles.len();
+    let watch_tasks: Vec<_> = handles
+        .into_iter()
+        .map(|c| {
+            tokio::spawn(watcher(
+                c,
+                watch_path.clone(),
+                spec.prefix.clone(),
+                shared.clone(),
+                ready_tx.clone(),
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
+    drop(ready_tx);
+    let mut established = 0u64;
+    let mut first_error = None;
+    let ready_deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for _ in 0..opened {
+        match tokio::time::timeout_at(ready_deadline, ready_rx.recv()).await {
+            Ok(Some(Ok(()))) => established += 1,
+            Ok(Some(Err(e))) => {
+                if first_error.is_none() {
+                    first_error = Some(e);
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    if established == 0 {
+        return Err(Error::Response(format!(
+            "no watch could be opened: {}",
+            first_error.unwrap_or_default()
+        )));
+    }
+
+    // Create pods at the requested rate.
+    let collection = objects::collection_path(&spec.namespace, "pods");
+    let start = tokio::time::Instant::now();
+    let step = creator_conns.len();
+    let creator_tasks: Vec<_> = creator_conns
+        .into_iter()
+        .enumerate()
+        .map(|(j, conn)| {
+            let plan = CreatorPlan {
+                first: j,
+                step,
+                total,
+                rate: spec.rate,
+                start,
+                collection: collection.clone(),
+                prefix: spec.prefix.clone(),
+            };
+            tokio::spawn(creator(conn, plan, shared.clone()))
+        })
+        .collect();
+    let mut created = 0u64;
+    let mut create_errors = 0u64;
+    let mut create_latency_us = Histogram::new();
+    for t in futures::future::join_all(creator_tasks).await {
+        let r = t.map_err(|e| Error::Response(format!("creator task failed: {e}")))?;
+        created += r.ok;
+        create_errors += r.errors;
+        create_latency_us.merge(&r.hist);
+        if first_error.is_none() {
+            first_error = r.first_error;
+        }
+    }
+    let create_secs = start.elapsed().as_secs_f64();
+
+    // Wait for the events to arrive, then stop the watchers.
+    let expected = created * established;
+    let grace_end = tokio::time::Instant::now() + spec.grace;
+    while shared.received.load(Ordering::Relaxed) < expected
+        && tokio::time::Instant::now() < grace_end
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop_tx.send(true);
+
+    let mut report = WatchReport {
+        created,
+        create_errors,
+        create_per_sec: if create_secs > 0.0 {
+            created as f64 / create_secs
+        } else {
+            0.0
+        },
+        create_latency_us,
+        watchers: established,
+        expected_events: expected,
+        received_events: 0,
+        delay_from_response_us: Histogram::new(),
+        delay_from_send_us: Histogram::new(),
+        events_before_response: 0,
+        watch_errors: 0,
+        first_error,
+    };
+    for t in futures::future::join_all(watch_tasks).await {
+        let r = t.map_err(|e| Error::Response(format!("watcher task failed: {e}")))?;
+        report.received_events += r.received;
+        report.delay_from_response_us.merge(&r.from_response);
+        report.delay_from_send_us.merge(&r.from_send);
+        report.events_before_response += r.early;
+        if let Some(e) = r.error {
+            report.watch_errors += 1;
+            if report.first_error.is_none() {
+                report.first_error = Some(e);
+            }
+        }
+    }
+    Ok(report)
+}
