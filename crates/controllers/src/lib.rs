@@ -9,13 +9,29 @@
 //! - [`deployment`]: rolls Deployments out through ReplicaSets.
 //! - [`gc`]: deletes or orphans dependents through `ownerReferences`.
 //! - [`serviceaccount`]: a `default` ServiceAccount in every namespace.
+//! - [`endpoints`]: Endpoints/EndpointSlices from ready pods; LoadBalancer status.
+//! - [`nodeipam`]: a podCIDR for every Node.
+//! - [`job`], [`cronjob`]: batch Jobs and their schedules ([`cronschedule`]).
+//! - [`statefulset`], [`daemonset`]: ordinal and per-node workloads.
+//! - [`nodelifecycle`]: marks silent nodes Unknown, taints them, evicts pods.
+//! - [`disruption`]: PodDisruptionBudget status.
 
+pub mod cronjob;
+pub mod cronschedule;
+pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
+pub mod endpoints;
 pub mod events;
 pub mod gc;
+pub mod job;
 pub mod namespace;
+pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod replicaset;
+pub mod revision;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod util;
 
 use std::path::Path;
@@ -43,4 +59,30 @@ pub fn spawn_all(client: kube::Client) {
     tokio::spawn(deployment::run(client.clone()));
     tokio::spawn(gc::run(client.clone()));
     tokio::spawn(serviceaccount::run(client.clone()));
+    tokio::spawn(endpoints::run(client.clone()));
+    tokio::spawn(nodeipam::run(client.clone()));
+    spawn_batch_and_sets(client.clone(), &ControllersConfig::default());
+}
+
+/// Settings of the controllers that have any (everything else is fixed).
+#[derive(Debug, Clone, Default)]
+pub struct ControllersConfig {
+    /// Job controller settings.
+    pub job: job::JobConfig,
+    /// Node lifecycle controller settings.
+    pub node_lifecycle: nodelifecycle::NodeLifecycleConfig,
+}
+
+/// Start the Job, CronJob, StatefulSet, DaemonSet, node lifecycle and
+/// PodDisruptionBudget controllers with `cfg` (`spawn_all` calls this with defaults).
+pub fn spawn_batch_and_sets(client: kube::Client, cfg: &ControllersConfig) {
+    tokio::spawn(job::run(client.clone(), cfg.job.clone()));
+    tokio::spawn(cronjob::run(client.clone()));
+    tokio::spawn(statefulset::run(client.clone()));
+    tokio::spawn(daemonset::run(client.clone()));
+    tokio::spawn(nodelifecycle::run(
+        client.clone(),
+        cfg.node_lifecycle.clone(),
+    ));
+    tokio::spawn(disruption::run(client));
 }

@@ -207,6 +207,58 @@ pub fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
+/// A label-selector query string for the `matchLabels` part of `sel` (the
+/// server filters with it; callers still check [`selector_matches`]).
+pub fn match_labels_query(sel: Option<&LabelSelector>) -> String {
+    sel.and_then(|s| s.match_labels.as_ref())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+/// The message of an API error (or the error's text).
+pub fn error_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The pod's phase (`""` when unset).
+pub fn pod_phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+/// Does toleration `tol` tolerate `taint` (upstream `ToleratesTaint`)?
+pub fn tolerates(
+    tol: &k8s_openapi::api::core::v1::Toleration,
+    taint: &k8s_openapi::api::core::v1::Taint,
+) -> bool {
+    if tol
+        .effect
+        .as_deref()
+        .is_some_and(|e| !e.is_empty() && e != taint.effect)
+    {
+        return false;
+    }
+    let key = tol.key.as_deref().unwrap_or("");
+    match tol.operator.as_deref().unwrap_or("Equal") {
+        "Exists" => key.is_empty() || key == taint.key,
+        "Equal" | "" => {
+            key == taint.key
+                && tol.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +296,49 @@ mod tests {
         assert!(selector_matches(Some(&LabelSelector::default()), None));
         assert!(selector_is_empty(Some(&LabelSelector::default())));
         assert!(!selector_is_empty(Some(&sel)));
+    }
+
+    #[test]
+    fn match_labels_query_joins_pairs() {
+        let sel = LabelSelector {
+            match_labels: Some(labels(&[("a", "1"), ("b", "2")])),
+            match_expressions: None,
+        };
+        assert_eq!(match_labels_query(Some(&sel)), "a=1,b=2");
+        assert_eq!(match_labels_query(None), "");
+    }
+
+    #[test]
+    fn toleration_matching() {
+        use k8s_openapi::api::core::v1::{Taint, Toleration};
+        let taint = Taint {
+            key: "node.kubernetes.io/unreachable".into(),
+            effect: "NoExecute".into(),
+            ..Default::default()
+        };
+        let exists = Toleration {
+            key: Some(taint.key.clone()),
+            operator: Some("Exists".into()),
+            effect: Some("NoExecute".into()),
+            ..Default::default()
+        };
+        assert!(tolerates(&exists, &taint));
+        let wildcard = Toleration {
+            operator: Some("Exists".into()),
+            ..Default::default()
+        };
+        assert!(tolerates(&wildcard, &taint));
+        let other_effect = Toleration {
+            effect: Some("NoSchedule".into()),
+            ..exists.clone()
+        };
+        assert!(!tolerates(&other_effect, &taint));
+        let equal = Toleration {
+            key: Some(taint.key.clone()),
+            value: Some("x".into()),
+            ..Default::default()
+        };
+        assert!(!tolerates(&equal, &taint));
     }
 
     #[test]

@@ -1,0 +1,196 @@
+//! Node IPAM: gives every Node a podCIDR (`spec.podCIDR` and `spec.podCIDRs`),
+//! a /24 out of the cluster CIDR (default 10.42.0.0/16). The agent's pod
+//! network reads it. When the range is exhausted the Node gets a Warning event
+//! (`CIDRNotAvailable`) and is retried; nothing crashes.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use crate::events::{EventType, Recorder};
+
+/// The default cluster CIDR.
+pub const DEFAULT_CLUSTER_CIDR: &str = "10.42.0.0/16";
+/// Prefix length of each node's range.
+pub const NODE_PREFIX: u8 = 24;
+
+/// Errors of one sync.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API call failed.
+    #[error("api: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// An allocator of fixed-size subnets of an IPv4 range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubnetAllocator {
+    base: u32,
+    prefix: u8,
+    sub_prefix: u8,
+}
+
+impl SubnetAllocator {
+    /// Subnets of length `sub_prefix` in `cidr` (e.g. `10.42.0.0/16`, 24).
+    pub fn new(cidr: &str, sub_prefix: u8) -> Option<Self> {
+        let (a, p) = cidr.split_once('/')?;
+        let addr: Ipv4Addr = a.parse().ok()?;
+        let prefix: u8 = p.parse().ok()?;
+        if prefix > sub_prefix || sub_prefix > 30 {
+            return None;
+        }
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(prefix))
+        };
+        Some(Self {
+            base: u32::from(addr) & mask,
+            prefix,
+            sub_prefix,
+        })
+    }
+
+    /// Number of subnets.
+    pub fn capacity(&self) -> u32 {
+        1u32 << u32::from(self.sub_prefix - self.prefix)
+    }
+
+    /// The `i`-th subnet as a string.
+    pub fn subnet(&self, i: u32) -> String {
+        let step = 1u32 << (32 - u32::from(self.sub_prefix));
+        let net = self.base.wrapping_add(i.wrapping_mul(step));
+        format!("{}/{}", Ipv4Addr::from(net), self.sub_prefix)
+    }
+
+    /// The first subnet not in `used`.
+    pub fn first_free(&self, used: &BTreeSet<String>) -> Option<String> {
+        (0..self.capacity())
+            .map(|i| self.subnet(i))
+            .find(|s| !used.contains(s))
+    }
+}
+
+struct Ctx {
+    client: Client,
+    nodes: Store<Node>,
+    alloc: SubnetAllocator,
+    /// Assigned by us but maybe not in the cache yet (node name → CIDR).
+    pending: Mutex<HashMap<String, String>>,
+    recorder: Recorder,
+}
+
+/// Run the controller with the default cluster CIDR until the process ends.
+pub async fn run(client: Client) {
+    run_with(client, DEFAULT_CLUSTER_CIDR).await;
+}
+
+/// Run the controller carving /24s out of `cluster_cidr`.
+pub async fn run_with(client: Client, cluster_cidr: &str) {
+    let Some(alloc) = SubnetAllocator::new(cluster_cidr, NODE_PREFIX) else {
+        tracing::error!(cluster_cidr, "nodeipam: bad cluster CIDR");
+        return;
+    };
+    let api: Api<Node> = Api::all(client.clone());
+    let controller = Controller::new(api, watcher::Config::default());
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        nodes: controller.store(),
+        alloc,
+        pending: Mutex::new(HashMap::new()),
+        recorder: Recorder::new(client, "node-ipam-controller"),
+    });
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+fn error_policy(_n: Arc<Node>, e: &Error, _ctx: Arc<Ctx>) -> Action {
+    tracing::warn!(error = %e, "nodeipam: sync failed");
+    Action::requeue(Duration::from_secs(2))
+}
+
+fn node_cidr(n: &Node) -> Option<String> {
+    let spec = n.spec.as_ref()?;
+    spec.pod_cidr
+        .clone()
+        .or_else(|| spec.pod_cidrs.as_ref()?.first().cloned())
+        .filter(|c| !c.is_empty())
+}
+
+async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    if node_cidr(&node).is_some() || node.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let name = node.name_any();
+    let cidr = {
+        let Ok(mut pending) = ctx.pending.lock() else {
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        };
+        let nodes = ctx.nodes.state();
+        let live: BTreeSet<String> = nodes.iter().map(|n| n.name_any()).collect();
+        pending.retain(|n, _| live.contains(n));
+        if let Some(c) = pending.get(&name) {
+            Some(c.clone())
+        } else {
+            let mut used: BTreeSet<String> = nodes.iter().filter_map(|n| node_cidr(n)).collect();
+            used.extend(pending.values().cloned());
+            let c = ctx.alloc.first_free(&used);
+            if let Some(c) = &c {
+                pending.insert(name.clone(), c.clone());
+            }
+            c
+        }
+    };
+    let Some(cidr) = cidr else {
+        ctx.recorder
+            .publish(
+                &Recorder::reference(node.as_ref()),
+                EventType::Warning,
+                "CIDRNotAvailable",
+                &format!(
+                    "Node {name} status is now: CIDRNotAvailable (no free /{NODE_PREFIX} left)"
+                ),
+            )
+            .await;
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    };
+    let api: Api<Node> = Api::all(ctx.client.clone());
+    let patch = json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    tracing::info!(node = %name, %cidr, "nodeipam: assigned podCIDR");
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocates_first_free_and_exhausts() {
+        let a = SubnetAllocator::new("10.42.0.0/16", 24).unwrap();
+        assert_eq!(a.capacity(), 256);
+        let mut used = BTreeSet::new();
+        assert_eq!(a.first_free(&used).as_deref(), Some("10.42.0.0/24"));
+        used.insert("10.42.0.0/24".to_string());
+        assert_eq!(a.first_free(&used).as_deref(), Some("10.42.1.0/24"));
+        let small = SubnetAllocator::new("10.42.0.0/23", 24).unwrap();
+        let used: BTreeSet<String> =
+            ["10.42.0.0/24".to_string(), "10.42.1.0/24".to_string()].into();
+        assert_eq!(small.first_free(&used), None);
+        assert!(SubnetAllocator::new("10.42.0.0/25", 24).is_none());
+        assert!(SubnetAllocator::new("bogus", 24).is_none());
+    }
+}
