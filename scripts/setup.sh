@@ -14,6 +14,10 @@ command -v skopeo >/dev/null 2>&1 || need_apt+=(skopeo)
 command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' ||
     need_apt+=(busybox-static)
+# Pod network, service proxy and their tests (crates/network): ip, nft, nsenter.
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
+command -v nsenter >/dev/null 2>&1 || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]} with apt-get"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
