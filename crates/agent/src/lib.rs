@@ -22,15 +22,24 @@ pub mod atomic;
 pub mod backoff;
 pub mod env;
 pub mod events;
+pub mod exec;
 pub mod expand;
+pub mod handlers;
+pub mod hooks;
 pub mod host;
 pub mod labels;
 pub mod logs;
 pub mod manager;
 pub mod node;
+pub mod portforward;
+pub mod probes;
 pub mod status;
+pub mod spdy;
 pub mod sync;
 pub mod volumes;
+
+#[cfg(test)]
+mod testrt;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -101,6 +110,17 @@ pub async fn run(
     images: Arc<dyn ImageService>,
     runtime: Arc<dyn ContainerRuntime>,
 ) -> Result<(), AgentError> {
+    run_with_network(config, client, images, runtime, None).await
+}
+
+/// [`run`], with a network plugin that gives each pod its own IP.
+pub async fn run_with_network(
+    config: AgentConfig,
+    client: kube::Client,
+    images: Arc<dyn ImageService>,
+    runtime: Arc<dyn ContainerRuntime>,
+    network: Option<Arc<dyn sync::NetworkPlugin>>,
+) -> Result<(), AgentError> {
     std::fs::create_dir_all(config.root.join("pods"))?;
     let config = Arc::new(config);
     let node_ip = config.node_ip.clone().unwrap_or_else(host::detect_node_ip);
@@ -137,7 +157,7 @@ pub async fn run(
         runtime,
         recorder,
         node_ip,
-        network: None,
+        network,
         allocatable,
     });
     manager::run(ctx).await

@@ -367,7 +367,11 @@ pub fn router(runtime: Arc<dyn ContainerRuntime>) -> axum::Router {
             axum::routing::get(container_logs),
         )
         .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .with_state(AppState { runtime })
+        .with_state(AppState {
+            runtime: runtime.clone(),
+        })
+        .merge(crate::exec::router(runtime.clone()))
+        .merge(crate::portforward::router(runtime))
 }
 
 /// Serve the endpoint on `listener` forever.
@@ -405,7 +409,7 @@ pub async fn serve(
                     }
                 });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                 .await;
         });
     }

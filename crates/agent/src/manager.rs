@@ -122,6 +122,7 @@ async fn worker(
     poke: Arc<Notify>,
 ) {
     let mut st = PodState::default();
+    st.set_waker(poke.clone());
     loop {
         let pod = rx.borrow_and_update().clone();
         let gone = pod.is_none();

@@ -24,6 +24,12 @@ pub struct ContainerView {
     /// The start of `latest` failed with this message (reported as
     /// Terminated/StartError, exit code 128).
     pub start_error: Option<String>,
+    /// The startup probe's verdict for `latest` (`None`: no probes, counts as
+    /// started once running).
+    pub started: Option<bool>,
+    /// The readiness probe's verdict for `latest` (`None`: no probes, ready
+    /// once running and started).
+    pub ready: Option<bool>,
 }
 
 /// Runtime state of a view after start failures are folded in.
@@ -112,8 +118,10 @@ fn kube_status(spec: &Container, v: &ContainerView, default_waiting: &str, init:
             state.running = Some(ContainerStateRunning {
                 started_at: l.started_at.map(|t| Time(crate::ts(t))),
             });
-            ready = !init;
-            started = true;
+            started = v.started.unwrap_or(true);
+            // a running sidecar is ready like an app container
+            let sidecar = init && spec.restart_policy.as_deref() == Some("Always");
+            ready = (!init || sidecar) && started && v.ready.unwrap_or(true);
         }
         (Some(st @ ContainerState::Exited { exit_code, .. }), Some(l)) => {
             let t = terminated(l, st, v.start_error.clone());
@@ -233,13 +241,26 @@ pub fn pod_status(pod: &Pod, input: &StatusInput, old: Option<&PodStatus>) -> Po
     let mut init_statuses = Vec::new();
     let mut init_pending: Vec<String> = Vec::new();
     let mut init_failed = false;
+    let mut sidecar_unready: Vec<String> = Vec::new();
     for c in spec.init_containers.iter().flatten() {
         let v = input.init.get(&c.name).unwrap_or(&empty);
         let s = kube_status(c, v, "PodInitializing", true);
-        let done = matches!(
-            effective_state(v),
-            Some(ContainerState::Exited { exit_code: 0, .. })
-        );
+        let sidecar = c.restart_policy.as_deref() == Some("Always");
+        let done = if sidecar {
+            // a sidecar counts as initialized once it has started
+            v.latest
+                .as_ref()
+                .is_some_and(|l| l.attempt > 0 || l.started_at.is_some())
+                && (v.started != Some(false) || v.previous.is_some())
+        } else {
+            matches!(
+                effective_state(v),
+                Some(ContainerState::Exited { exit_code: 0, .. })
+            )
+        };
+        if sidecar && !s.ready {
+            sidecar_unready.push(c.name.clone());
+        }
         if !done {
             init_pending.push(c.name.clone());
             if matches!(effective_state(v), Some(ContainerState::Exited { .. }))
@@ -258,7 +279,7 @@ pub fn pod_status(pod: &Pod, input: &StatusInput, old: Option<&PodStatus>) -> Po
     };
     let mut statuses = Vec::new();
     let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
-    let mut unready = Vec::new();
+    let mut unready = sidecar_unready;
     for c in &spec.containers {
         let v = input.containers.get(&c.name).unwrap_or(&empty);
         let s = kube_status(c, v, default_waiting, false);

@@ -19,6 +19,9 @@ use navarch_runtime::{
 use crate::backoff::{go_duration, Backoff};
 use crate::env::{CachedSource, NodeAllocatable};
 use crate::events::{container_field_path, pod_ref, EventType, Recorder};
+use crate::handlers::Target;
+use crate::hooks::{self, Hook};
+use crate::probes;
 use crate::labels;
 use crate::status::{effective_state, pod_status, ContainerView, StatusInput};
 use crate::volumes::{self, PodDir};
@@ -71,6 +74,15 @@ pub struct PodState {
     image_ids: HashMap<String, String>,
     last_status: Option<serde_json::Value>,
     terminated: bool,
+    /// Probe tasks of the pod's running containers.
+    probes: crate::probes::PodProbes,
+}
+
+impl PodState {
+    /// Wake `poke` (the pod worker) when a probe result changes.
+    pub fn set_waker(&mut self, poke: Arc<tokio::sync::Notify>) {
+        self.probes.set_waker(poke);
+    }
 }
 
 /// What the worker should do after a sync.
@@ -330,31 +342,35 @@ impl Context {
             }
         };
         let groups = group_containers(&all, uid);
-        let stops = groups.values().flatten().map(|c| {
-            let running = matches!(c.state, ContainerState::Running);
-            async move {
-                if running {
-                    if let Some(p) = pod {
-                        let init = c.labels.get(labels::CONTAINER_KIND).map(String::as_str)
-                            == Some("init");
-                        self.event(
-                            p,
-                            Some(container_field_path(init, &c.name)),
-                            EventType::Normal,
-                            "Killing",
-                            format!("Stopping container {}", c.name),
-                        );
-                    }
-                    if let Err(e) = self.runtime.stop_container(&c.id, grace).await {
-                        tracing::warn!(container = %c.id, error = %e, "stop failed");
-                    }
-                }
-                if let Err(e) = self.runtime.remove_container(&c.id).await {
-                    tracing::warn!(container = %c.id, error = %e, "remove failed");
-                }
-            }
-        });
-        futures::future::join_all(stops).await;
+        let target = self.target(None, st);
+        let sidecars: std::collections::HashSet<&str> = pod
+            .and_then(|p| p.spec.as_ref())
+            .map(|s| {
+                s.init_containers
+                    .iter()
+                    .flatten()
+                    .filter(|c| is_sidecar(c))
+                    .map(|c| c.name.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let is_side = |c: &ContainerStatus| {
+            let name = c
+                .labels
+                .get(labels::CONTAINER_NAME)
+                .map(String::as_str)
+                .unwrap_or(c.name.as_str());
+            sidecars.contains(name)
+        };
+        // app containers first; sidecars stop after them
+        let (side, main): (Vec<&ContainerStatus>, Vec<&ContainerStatus>) =
+            groups.values().flatten().partition(|c| is_side(c));
+        for phase in [main, side] {
+            let stops = phase
+                .into_iter()
+                .map(|c| self.stop_and_remove(pod, c, &target, grace));
+            futures::future::join_all(stops).await;
+        }
         let sandboxes = match self.runtime.list_sandboxes().await {
             Ok(s) => s,
             Err(e) => {
@@ -375,6 +391,7 @@ impl Context {
         }
         st.sandbox = None;
         st.terminated = true;
+        st.probes.retain(&std::collections::HashSet::new());
         true
     }
 
@@ -542,6 +559,23 @@ impl Context {
                         .and_then(|l| st.start_errors.get(&l.id).cloned()),
                     ..Default::default()
                 };
+                if is_sidecar(c) {
+                    match self.sync_sidecar(pod, c, &view, &groups, &volume_paths, &cache, st).await {
+                        SidecarStep::Continue(at) => {
+                            if let Some(at) = at {
+                                set_next(at);
+                            }
+                            continue;
+                        }
+                        SidecarStep::Wait(at) => {
+                            if let Some(at) = at {
+                                set_next(at);
+                            }
+                            init_done = false;
+                            break;
+                        }
+                    }
+                }
                 match effective_state(&view) {
                     Some(ContainerState::Exited { exit_code: 0, .. }) => continue,
                     Some(ContainerState::Running) | Some(ContainerState::Unknown) => {
@@ -595,6 +629,11 @@ impl Context {
                 }
             }
             if init_done {
+                if self.kill_failed_probes(pod, &spec, &groups, st).await {
+                    if let Ok(all) = self.runtime.list_containers().await {
+                        groups = group_containers(&all, uid);
+                    }
+                }
                 for c in &spec.containers {
                     let latest = groups.get(&c.name).and_then(|v| v.first()).cloned();
                     let view = ContainerView {
@@ -698,6 +737,10 @@ impl Context {
             }
             self.gc_dead(&groups).await;
         }
+        self.update_probes(pod, &spec, &groups, st);
+        if let Some(at) = self.check_deadline(pod, &spec, &groups, &mut pod_failed, st).await {
+            set_next(at);
+        }
         if terminal {
             // a finished pod keeps nothing running
             for c in groups.values().flatten() {
@@ -727,7 +770,13 @@ impl Context {
         let view = |c: &Container| -> ContainerView {
             let list = groups.get(&c.name);
             let latest = list.and_then(|v| v.first()).cloned();
+            let probe = latest
+                .as_ref()
+                .filter(|l| matches!(l.state, ContainerState::Running))
+                .and_then(|l| st.probes.state(&l.id));
             ContainerView {
+                started: probe.as_ref().map(|p| p.started),
+                ready: probe.as_ref().map(|p| p.ready),
                 start_error: latest
                     .as_ref()
                     .and_then(|l| st.start_errors.get(&l.id).cloned()),
@@ -1059,12 +1108,12 @@ impl Context {
             Ok(()) => {
                 self.event(
                     pod,
-                    field,
+                    field.clone(),
                     EventType::Normal,
                     "Started",
                     format!("Started container {}", c.name),
                 );
-                None
+                self.post_start(pod, c, &id, field, st).await
             }
             Err(e) => {
                 let msg = e.to_string();
@@ -1232,6 +1281,388 @@ impl Context {
             }
         }
     }
+}
+
+/// Init containers with `restartPolicy: Always` (sidecars).
+pub fn is_sidecar(c: &Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
+}
+
+/// Probes, hooks and the active deadline.
+impl Context {
+    /// Where probes and hooks of the pod connect (ports of `c`, if given).
+    fn target(&self, c: Option<&Container>, st: &PodState) -> Target {
+        let netns = st.sandbox.as_ref().and_then(|s| s.netns_path.clone());
+        let ip = st
+            .pod_ips
+            .first()
+            .cloned()
+            .unwrap_or_else(|| self.node_ip.clone());
+        let none = Container::default();
+        // without a network plugin the pod has no routable IP of its own:
+        // connect from inside its namespace
+        probes::probe_target(c.unwrap_or(&none), &ip, netns, self.network.is_none())
+    }
+
+    /// Stop one container of a pod being removed (Killing event and preStop
+    /// hook when the pod object is known), then remove it.
+    async fn stop_and_remove(
+        &self,
+        pod: Option<&Pod>,
+        c: &ContainerStatus,
+        target: &Target,
+        grace: Duration,
+    ) {
+        if matches!(c.state, ContainerState::Running) {
+            if let Some(p) = pod {
+                let init =
+                    c.labels.get(labels::CONTAINER_KIND).map(String::as_str) == Some("init");
+                self.event(
+                    p,
+                    Some(container_field_path(init, &c.name)),
+                    EventType::Normal,
+                    "Killing",
+                    format!("Stopping container {}", c.name),
+                );
+            }
+            let grace = match pod {
+                Some(p) => self.pre_stop(p, c, target, grace).await,
+                None => grace,
+            };
+            if let Err(e) = self.runtime.stop_container(&c.id, grace).await {
+                tracing::warn!(container = %c.id, error = %e, "stop failed");
+            }
+        }
+        if let Err(e) = self.runtime.remove_container(&c.id).await {
+            tracing::warn!(container = %c.id, error = %e, "remove failed");
+        }
+    }
+
+    /// Run `c`'s postStart hook; on failure kill the container
+    /// (FailedPostStartHook) and ask for a prompt resync.
+    async fn post_start(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        id: &str,
+        field: Option<String>,
+        st: &PodState,
+    ) -> Option<Instant> {
+        hooks::handler(c, Hook::PostStart)?;
+        let target = self.target(Some(c), st);
+        let r = hooks::run(
+            &*self.runtime,
+            id,
+            c,
+            &pod_full_name(pod),
+            Hook::PostStart,
+            &target,
+            hooks::POST_START_LIMIT,
+        )
+        .await;
+        let msg = r.err()?;
+        self.event(
+            pod,
+            field.clone(),
+            EventType::Warning,
+            "FailedPostStartHook",
+            msg,
+        );
+        self.event(
+            pod,
+            field,
+            EventType::Normal,
+            "Killing",
+            "FailedPostStartHook".to_string(),
+        );
+        let grace = pod_grace(pod, None);
+        if let Err(e) = self.runtime.stop_container(id, grace).await {
+            tracing::warn!(container = %id, error = %e, "stop after a failed postStart hook failed");
+        }
+        Some(Instant::now() + Duration::from_millis(100))
+    }
+
+    /// Run the preStop hook of runtime container `rc` (if its spec has one);
+    /// returns what is left of `grace` for the SIGTERM (at least 2 s, as
+    /// upstream).
+    async fn pre_stop(
+        &self,
+        pod: &Pod,
+        rc: &ContainerStatus,
+        target: &Target,
+        grace: Duration,
+    ) -> Duration {
+        let name = rc
+            .labels
+            .get(labels::CONTAINER_NAME)
+            .cloned()
+            .unwrap_or_else(|| rc.name.clone());
+        let Some(spec) = pod.spec.as_ref() else {
+            return grace;
+        };
+        let (c, init) = match spec.containers.iter().find(|c| c.name == name) {
+            Some(c) => (c, false),
+            None => match spec
+                .init_containers
+                .iter()
+                .flatten()
+                .find(|c| c.name == name)
+            {
+                Some(c) => (c, true),
+                None => return grace,
+            },
+        };
+        if hooks::handler(c, Hook::PreStop).is_none() {
+            return grace;
+        }
+        let mut target = target.clone();
+        target.ports = c.ports.clone().unwrap_or_default();
+        let t0 = Instant::now();
+        if let Err(msg) = hooks::run(
+            &*self.runtime,
+            &rc.id,
+            c,
+            &pod_full_name(pod),
+            Hook::PreStop,
+            &target,
+            grace,
+        )
+        .await
+        {
+            self.event(
+                pod,
+                Some(container_field_path(init, &c.name)),
+                EventType::Warning,
+                "FailedPreStopHook",
+                msg,
+            );
+        }
+        grace
+            .saturating_sub(t0.elapsed())
+            .max(Duration::from_secs(2))
+    }
+
+    /// Kill the running containers whose liveness or startup probe failed.
+    /// Returns whether any was killed.
+    async fn kill_failed_probes(
+        &self,
+        pod: &Pod,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+        groups: &HashMap<String, Vec<ContainerStatus>>,
+        st: &mut PodState,
+    ) -> bool {
+        let restart = spec.restart_policy.as_deref() != Some("Never");
+        let target = self.target(None, st);
+        let mut killed = false;
+        let all = spec.containers.iter().map(|c| (c, false)).chain(
+            spec.init_containers
+                .iter()
+                .flatten()
+                .filter(|c| is_sidecar(c))
+                .map(|c| (c, true)),
+        );
+        for (c, init) in all {
+            let Some(l) = groups.get(&c.name).and_then(|v| v.first()) else {
+                continue;
+            };
+            if !matches!(l.state, ContainerState::Running) {
+                continue;
+            }
+            let Some(kill) = st.probes.state(&l.id).and_then(|p| p.kill) else {
+                continue;
+            };
+            let mut msg = format!("Container {} failed {} probe", c.name, kill.kind.lower());
+            if restart || init {
+                msg.push_str(", will be restarted");
+            }
+            self.event(
+                pod,
+                Some(container_field_path(init, &c.name)),
+                EventType::Normal,
+                "Killing",
+                msg,
+            );
+            let grace = pod_grace(pod, kill.grace_seconds);
+            let grace = self.pre_stop(pod, l, &target, grace).await;
+            if let Err(e) = self.runtime.stop_container(&l.id, grace).await {
+                tracing::warn!(container = %l.id, error = %e, "stop after a failed probe failed");
+            }
+            st.probes.remove(&l.id);
+            killed = true;
+        }
+        killed
+    }
+
+    /// Start the probes of running containers (app containers and sidecars);
+    /// stop those of containers that no longer run.
+    fn update_probes(
+        &self,
+        pod: &Pod,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+        groups: &HashMap<String, Vec<ContainerStatus>>,
+        st: &mut PodState,
+    ) {
+        let mut live = std::collections::HashSet::new();
+        let all = spec.containers.iter().map(|c| (c, false)).chain(
+            spec.init_containers
+                .iter()
+                .flatten()
+                .filter(|c| is_sidecar(c))
+                .map(|c| (c, true)),
+        );
+        for (c, init) in all {
+            let Some(l) = groups.get(&c.name).and_then(|v| v.first()) else {
+                continue;
+            };
+            if !matches!(l.state, ContainerState::Running) || !probes::has_probes(c) {
+                continue;
+            }
+            live.insert(l.id.clone());
+            let target = self.target(Some(c), st);
+            let events = probes::EventSink {
+                recorder: self.recorder.clone(),
+                object: pod_ref(pod, Some(container_field_path(init, &c.name))),
+            };
+            let started_ago = l
+                .started_at
+                .and_then(|t| (chrono::Utc::now() - t).to_std().ok())
+                .unwrap_or_default();
+            st.probes
+                .ensure(&l.id, c, self.runtime.clone(), target, events, started_ago);
+        }
+        st.probes.retain(&live);
+    }
+
+    /// activeDeadlineSeconds: once exceeded, stop the containers and fail the
+    /// pod (DeadlineExceeded). Otherwise returns when to look again.
+    async fn check_deadline(
+        &self,
+        pod: &Pod,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+        groups: &HashMap<String, Vec<ContainerStatus>>,
+        pod_failed: &mut Option<(String, String)>,
+        st: &PodState,
+    ) -> Option<Instant> {
+        let deadline = spec.active_deadline_seconds?;
+        if pod_failed.is_some() {
+            return None;
+        }
+        let start = st.start_time.as_ref()?;
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let elapsed_ms = now.as_millisecond() - start.0.as_millisecond();
+        let left_ms = deadline.saturating_mul(1000) - elapsed_ms;
+        if left_ms > 0 {
+            return Some(Instant::now() + Duration::from_millis(left_ms as u64 + 50));
+        }
+        let msg = "Pod was active on the node longer than the specified deadline".to_string();
+        self.event(
+            pod,
+            None,
+            EventType::Normal,
+            "DeadlineExceeded",
+            msg.clone(),
+        );
+        let target = self.target(None, st);
+        let grace = pod_grace(pod, None);
+        let stops = groups
+            .values()
+            .flatten()
+            .filter(|c| matches!(c.state, ContainerState::Running))
+            .map(|c| {
+                let target = &target;
+                async move {
+                    let grace = self.pre_stop(pod, c, target, grace).await;
+                    let _ = self.runtime.stop_container(&c.id, grace).await;
+                }
+            });
+        futures::future::join_all(stops).await;
+        *pod_failed = Some(("DeadlineExceeded".to_string(), msg));
+        None
+    }
+}
+
+/// What the init-container loop does after looking at a sidecar.
+enum SidecarStep {
+    /// The sidecar has started: go on to the next init container (and sync
+    /// again at this instant, if given).
+    Continue(Option<Instant>),
+    /// Wait for it (optionally until this instant).
+    Wait(Option<Instant>),
+}
+
+impl Context {
+    /// One sidecar (init container with `restartPolicy: Always`): start it,
+    /// restart it whenever it exits (with back-off, whatever the pod's
+    /// restartPolicy), and let the next init container go once it has started
+    /// (startup probe passed, if it has one).
+    #[allow(clippy::too_many_arguments)]
+    async fn sync_sidecar(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        view: &ContainerView,
+        groups: &HashMap<String, Vec<ContainerStatus>>,
+        volume_paths: &BTreeMap<String, PathBuf>,
+        cache: &CachedSource<'_>,
+        st: &mut PodState,
+    ) -> SidecarStep {
+        let latest = view.latest.as_ref();
+        // once app containers exist, a restarting sidecar does not hold them up
+        let apps_started = pod
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.containers.iter().any(|a| groups.contains_key(&a.name)));
+        match effective_state(view) {
+            Some(ContainerState::Running) | Some(ContainerState::Unknown) => {
+                st.waiting.remove(&c.name);
+                let started = latest
+                    .and_then(|l| st.probes.state(&l.id))
+                    .is_none_or(|p| p.started);
+                if started || apps_started {
+                    SidecarStep::Continue(None)
+                } else {
+                    SidecarStep::Wait(None)
+                }
+            }
+            Some(ContainerState::Created) => {
+                if let Some(l) = latest {
+                    self.start(pod, c, true, l, st).await;
+                }
+                SidecarStep::Wait(None)
+            }
+            None => {
+                let at = self
+                    .create_and_start(pod, c, true, 0, volume_paths, cache, st)
+                    .await;
+                SidecarStep::Wait(at)
+            }
+            Some(ContainerState::Exited { finished_at, .. }) => {
+                let attempt = latest.map(|l| l.attempt + 1).unwrap_or(0);
+                let at = self
+                    .restart_with_backoff(pod, c, true, attempt, finished_at, volume_paths, cache, st)
+                    .await;
+                if apps_started {
+                    SidecarStep::Continue(at)
+                } else {
+                    SidecarStep::Wait(at)
+                }
+            }
+        }
+    }
+}
+
+/// The grace period for killing one of `pod`'s containers: the probe's own
+/// terminationGracePeriodSeconds, else the pod's, else 30 s.
+fn pod_grace(pod: &Pod, probe_grace: Option<i64>) -> Duration {
+    let secs = probe_grace
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
+        .unwrap_or(30)
+        .max(0);
+    Duration::from_secs(secs as u64)
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use crate::watch;
 
 /// Everything a request handler needs.
 pub struct App {
+    pub pki: Arc<crate::pki::Pki>,
     pub registry: Arc<Registry>,
     pub node_client: crate::nodeproxy::NodeClient,
     pub discovery: Discovery,
@@ -87,6 +88,7 @@ async fn handle_inner(
 ) -> ApiResult<Response> {
     let path = req.uri().path().to_string();
     match path.as_str() {
+        crate::join::CACERTS_PATH => return Ok(crate::join::cacerts(&app.pki)),
         "/readyz" | "/livez" | "/healthz" => {
             return Ok(bytes_response("text/plain", Bytes::from_static(b"ok")))
         }
@@ -124,6 +126,10 @@ async fn handle_inner(
         };
     }
     let method = req.method().clone();
+    if method == Method::POST && path == crate::join::CREDENTIALS_PATH {
+        let body = body::read_limited(req.into_body()).await?;
+        return crate::join::node_credentials(&app.pki, &user, &body);
+    }
     if method == Method::POST && crate::reviews::is_review_path(&path) {
         let headers = req.headers().clone();
         let body = body::read_limited(req.into_body()).await?;
@@ -171,6 +177,12 @@ async fn handle_inner(
             }
         }
         Target::Resource(rr) => {
+            if matches!(
+                rr.subresource,
+                Some(Subresource::Exec | Subresource::Attach | Subresource::PortForward)
+            ) {
+                return crate::streaming::serve(&app, &rr, req).await;
+            }
             let format = request::response_format(accept.as_deref());
             let headers = req.headers().clone();
             if matches!(rr.verb, Verb::Watch) {
@@ -202,7 +214,7 @@ fn write_options(q: &Query) -> WriteOptions {
 }
 
 /// Render one object (JSON or Table).
-fn render_one(
+pub(crate) fn render_one(
     rt: &ResourceType,
     obj: &Value,
     format: ResponseFormat,
@@ -214,7 +226,16 @@ fn render_one(
         ResponseFormat::Table => {
             json_response(code, &table(rt, std::slice::from_ref(obj), q, None, None))
         }
+        ResponseFormat::Metadata => json_response(code, &partial_metadata(obj)),
     }
+}
+
+/// A meta.k8s.io/v1 `PartialObjectMetadata`: `obj` reduced to its `metadata`.
+pub fn partial_metadata(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
 }
 
 /// A meta.k8s.io/v1 Table of `objs`.
@@ -287,6 +308,17 @@ async fn resource(
                 .list(rt, ns, &filter, q.limit, q.continue_token.as_deref())
                 .await?;
             match format {
+                ResponseFormat::Metadata => {
+                    let mut meta = json!({"resourceVersion": res.revision.to_string()});
+                    if let Some(c) = res.continue_token {
+                        meta["continue"] = json!(c);
+                    }
+                    let items: Vec<Value> = res.items.iter().map(partial_metadata).collect();
+                    Ok(json_response(
+                        StatusCode::OK,
+                        &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items}),
+                    ))
+                }
                 ResponseFormat::Table => Ok(json_response(
                     StatusCode::OK,
                     &table(

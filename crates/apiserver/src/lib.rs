@@ -5,6 +5,7 @@
 //! ([`registry`]) that persists objects in a revisioned [`navarch_store::Store`].
 //! Watches are fed by one decoded event stream per resource ([`watchcache`]).
 
+pub mod admission;
 pub mod alloc;
 pub mod auth;
 pub mod body;
@@ -12,6 +13,7 @@ pub mod conversion;
 pub mod discovery;
 pub mod error;
 pub mod handler;
+pub mod join;
 pub mod nodeproxy;
 pub mod object;
 pub mod openapi;
@@ -23,6 +25,7 @@ pub mod request;
 pub mod reviews;
 pub mod server;
 pub mod strategy;
+pub mod streaming;
 pub mod subresources;
 pub mod watch;
 pub mod watchcache;
@@ -62,6 +65,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The cluster's certificates (the embedded node agent's serving cert comes from here).
     pub pki: Arc<pki::Pki>,
+    /// Token other nodes join with (`navarch agent --token`).
+    pub join_token: String,
     pub kubeconfig: PathBuf,
     pub app: Arc<handler::App>,
 }
@@ -83,6 +88,22 @@ async fn bootstrap(reg: &registry::Registry) -> Result<(), error::ApiError> {
         }
     }
     if let Some(svc) = catalog::by_plural("", "v1", "services") {
+        // Cluster DNS: each node's DNS server answers on this IP (the service proxy
+        // sends 10.43.0.10:53 to the node-local server).
+        if reg.get(svc, Some("kube-system"), "kube-dns").await.is_err() {
+            let dns = json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                             "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"}},
+                "spec": {"clusterIP": "10.43.0.10", "ports": [
+                    {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                    {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}
+            });
+            match reg.create(svc, Some("kube-system"), dns, &opts).await {
+                Ok(_) | Err(error::ApiError { code: 409, .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         if reg.get(svc, Some("default"), "kubernetes").await.is_ok() {
             return Ok(());
         }
@@ -108,10 +129,13 @@ pub async fn start(cfg: ServerConfig, store: Arc<dyn Store>) -> Result<Running, 
     let tls = pki.server_config()?;
     let registry = registry::Registry::new(store.clone()).await?;
     bootstrap(&registry).await?;
-    let auth = auth::Authenticator::load(&cfg.data_dir.join("tokens.csv"))?;
+    let mut auth = auth::Authenticator::load(&cfg.data_dir.join("tokens.csv"))?;
+    let join_token = join::ensure_token(&cfg.data_dir, &pki, &mut auth)?;
     let node_client = nodeproxy::NodeClient::new(pki.client_config(&pki.node_client()?)?);
+    let pki = Arc::new(pki);
     let app = Arc::new(handler::App {
         node_client,
+        pki: pki.clone(),
         registry,
         discovery: discovery::Discovery::build(),
         openapi: openapi::OpenApiDocs::build(),
@@ -138,7 +162,8 @@ pub async fn start(cfg: ServerConfig, store: Arc<dyn Store>) -> Result<Running, 
         addr,
         kubeconfig,
         app,
-        pki: Arc::new(pki),
+        pki,
+        join_token,
     })
 }
 

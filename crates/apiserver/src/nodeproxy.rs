@@ -41,11 +41,13 @@ impl NodeClient {
         NodeClient { tls }
     }
 
-    /// GET `path_and_query` on the agent at `host:port`; the response (status,
-    /// headers, streaming body) is passed through.
-    pub async fn get(&self, host: &str, port: u16, path_and_query: &str) -> ApiResult<Response> {
-        let unavailable =
-            |e: String| ApiError::new(502, "InternalError", format!("error dialing backend: {e}"));
+    /// Open an HTTP/1.1 connection over TLS to the agent at `host:port`.
+    async fn connect(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> ApiResult<hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>>
+    {
         let tcp = tokio::time::timeout(
             std::time::Duration::from_secs(10),
             TcpStream::connect((host, port)),
@@ -53,6 +55,7 @@ impl NodeClient {
         .await
         .map_err(|_| unavailable(format!("dial tcp {host}:{port}: i/o timeout")))?
         .map_err(|e| unavailable(format!("dial tcp {host}:{port}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
         let name = rustls::pki_types::ServerName::try_from(host.to_string())
             .map_err(|e| unavailable(format!("bad node address {host}: {e}")))?;
         let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
@@ -60,13 +63,20 @@ impl NodeClient {
             .connect(name, tcp)
             .await
             .map_err(|e| unavailable(format!("tls: {e}")))?;
-        let (mut sender, conn) =
+        let (sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
                 .await
                 .map_err(|e| unavailable(e.to_string()))?;
         tokio::spawn(async move {
-            let _ = conn.await;
+            let _ = conn.with_upgrades().await;
         });
+        Ok(sender)
+    }
+
+    /// GET `path_and_query` on the agent at `host:port`; the response (status,
+    /// headers, streaming body) is passed through.
+    pub async fn get(&self, host: &str, port: u16, path_and_query: &str) -> ApiResult<Response> {
+        let mut sender = self.connect(host, port).await?;
         let req = hyper::Request::get(path_and_query)
             .header(hyper::header::HOST, format!("{host}:{port}"))
             .body(http_body_util::Empty::<bytes::Bytes>::new())
@@ -78,4 +88,35 @@ impl NodeClient {
         let (parts, body) = resp.into_parts();
         Ok(Response::from_parts(parts, Body::new(body)))
     }
+
+    /// Send an upgrade request (`method`, `path_and_query`, `headers`) to the
+    /// agent and return its raw response: on `101 Switching Protocols` the
+    /// response still carries the pending upgrade (`hyper::upgrade::on`).
+    pub async fn upgrade(
+        &self,
+        host: &str,
+        port: u16,
+        method: hyper::Method,
+        path_and_query: &str,
+        headers: &hyper::HeaderMap,
+    ) -> ApiResult<hyper::Response<hyper::body::Incoming>> {
+        let mut sender = self.connect(host, port).await?;
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header(hyper::header::HOST, format!("{host}:{port}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        for (k, v) in headers {
+            req.headers_mut().append(k, v.clone());
+        }
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| unavailable(e.to_string()))
+    }
+}
+
+fn unavailable(e: String) -> ApiError {
+    ApiError::new(502, "InternalError", format!("error dialing backend: {e}"))
 }

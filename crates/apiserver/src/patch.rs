@@ -2,7 +2,7 @@
 //! applied to the current object inside a conflict-retrying update.
 
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use navarch_api::catalog::{ResourceType, Subresource};
 use navarch_api::patch::{self as p, PatchError, PatchType};
 use serde_json::{json, Value};
@@ -138,25 +138,5 @@ fn render(
     q: &Query,
     code: StatusCode,
 ) -> Response {
-    match format {
-        ResponseFormat::Json => (
-            code,
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            serde_json::to_vec(obj).unwrap_or_default(),
-        )
-            .into_response(),
-        ResponseFormat::Table => (
-            code,
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            serde_json::to_vec(&crate::handler::table(
-                rt,
-                std::slice::from_ref(obj),
-                q,
-                None,
-                None,
-            ))
-            .unwrap_or_default(),
-        )
-            .into_response(),
-    }
+    crate::handler::render_one(rt, obj, format, q, code)
 }

@@ -367,6 +367,7 @@ impl Registry {
         strat.prepare_for_create(rt, &mut obj);
         defaults::apply(rt, &mut obj);
         self.check_namespace(rt, ns, &name).await?;
+        crate::admission::admit_create(self, rt, ns, &mut obj).await?;
         let errs = validation::validate_create(rt, &obj);
         if !errs.is_empty() {
             return Err(ApiError::invalid(rt, &name, &errs));

@@ -232,6 +232,9 @@ impl Query {
 pub enum ResponseFormat {
     Json,
     Table,
+    /// `meta.k8s.io` `PartialObjectMetadata` (or `PartialObjectMetadataList` for lists):
+    /// only `metadata` of each object.
+    Metadata,
 }
 
 /// Read the Accept header. JSON is always acceptable as a fallback (clients that
@@ -243,15 +246,22 @@ pub fn response_format(accept: Option<&str>) -> ResponseFormat {
     for part in accept.split(',') {
         let params: Vec<&str> = part.split(';').map(str::trim).collect();
         let is_table = params.contains(&"as=Table");
+        let is_partial = params.contains(&"as=PartialObjectMetadata")
+            || params.contains(&"as=PartialObjectMetadataList");
         let is_meta = params.contains(&"g=meta.k8s.io");
+        let known_version = params.contains(&"v=v1") || params.contains(&"v=v1beta1");
         if is_table && is_meta {
             return ResponseFormat::Table;
+        }
+        if is_partial && is_meta && known_version {
+            return ResponseFormat::Metadata;
         }
         if params
             .first()
             .map(|m| *m == "application/json" || *m == "*/*")
             .unwrap_or(false)
             && !is_table
+            && !is_partial
         {
             return ResponseFormat::Json;
         }
@@ -322,6 +332,25 @@ mod tests {
         );
         assert_eq!(
             response_format(Some("application/vnd.kubernetes.protobuf,application/json")),
+            ResponseFormat::Json
+        );
+        assert_eq!(
+            response_format(Some(
+                "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+            )),
+            ResponseFormat::Metadata
+        );
+        assert_eq!(
+            response_format(Some(
+                "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1beta1,application/json"
+            )),
+            ResponseFormat::Metadata
+        );
+        // An unknown version of it falls back to the next acceptable type.
+        assert_eq!(
+            response_format(Some(
+                "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v2,application/json"
+            )),
             ResponseFormat::Json
         );
     }

@@ -1,4 +1,5 @@
-//! Serving watches: newline-delimited JSON events (or one-row Tables), fed by the
+//! Serving watches: newline-delimited JSON events (one-row Tables, or
+//! PartialObjectMetadata when asked for), fed by the
 //! watch cache, filtered per watcher, closed at the timeout.
 
 use std::sync::Arc;
@@ -89,6 +90,10 @@ impl Watcher {
                 Some(b) => out.put_slice(b),
                 None => out.put_slice(&serde_json::to_vec(obj).unwrap_or_default()),
             },
+            ResponseFormat::Metadata => {
+                let partial = crate::handler::partial_metadata(obj);
+                out.put_slice(&serde_json::to_vec(&partial).unwrap_or_default());
+            }
             ResponseFormat::Table => {
                 let row = table_row(self.rt, obj, &self.include, chrono::Utc::now());
                 let cols = if self.sent_columns {
@@ -121,7 +126,11 @@ impl Watcher {
         if initial_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let ev = json!({"type": "BOOKMARK", "object": {"kind": self.rt.kind, "apiVersion": self.rt.api_version, "metadata": meta}});
+        let (kind, api_version) = match self.format {
+            ResponseFormat::Metadata => ("PartialObjectMetadata", "meta.k8s.io/v1"),
+            _ => (self.rt.kind, self.rt.api_version),
+        };
+        let ev = json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version, "metadata": meta}});
         let mut v = serde_json::to_vec(&ev).unwrap_or_default();
         v.push(b'\n');
         Bytes::from(v)

@@ -15,6 +15,7 @@
 //! - [`statefulset`], [`daemonset`]: ordinal and per-node workloads.
 //! - [`nodelifecycle`]: marks silent nodes Unknown, taints them, evicts pods.
 //! - [`disruption`]: PodDisruptionBudget status.
+//! - [`resourcequota`]: ResourceQuota `status.hard` and `status.used`.
 
 pub mod cronjob;
 pub mod cronschedule;
@@ -29,6 +30,7 @@ pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod revision;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -61,6 +63,7 @@ pub fn spawn_all(client: kube::Client) {
     tokio::spawn(serviceaccount::run(client.clone()));
     tokio::spawn(endpoints::run(client.clone()));
     tokio::spawn(nodeipam::run(client.clone()));
+    tokio::spawn(resourcequota::run(client.clone()));
     spawn_batch_and_sets(client.clone(), &ControllersConfig::default());
 }
 

@@ -10,6 +10,9 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+mod join;
+mod netplugin;
+
 #[derive(Parser)]
 #[command(
     name = "navarch",
@@ -25,11 +28,40 @@ struct Cli {
 enum Command {
     /// Run the control plane: API server on the embedded store.
     Server(ServerArgs),
+    /// Run a node that joins a server (`--token` from the server's `<data-dir>/node-token`).
+    Agent(AgentArgs),
     /// Manage the local node's images.
     #[command(subcommand)]
     Image(ImageCommand),
     /// Print version information.
     Version,
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// The API server, e.g. https://10.0.0.1:6443.
+    #[arg(long, env = "NAVARCH_SERVER")]
+    server: String,
+    /// The join token (the server's `<data-dir>/node-token`).
+    #[arg(long, env = "NAVARCH_TOKEN")]
+    token: String,
+    /// Where this node keeps its containers, images and credentials.
+    #[arg(long, default_value = "/var/lib/navarch-agent", env = "NAVARCH_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Node name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Port of the agent's HTTPS endpoint (logs, exec).
+    #[arg(long, default_value_t = 10250)]
+    agent_port: u16,
+    /// Pod networking: `bridge` or `none` (see `navarch server --help`).
+    #[arg(long, default_value = "none", value_parser = ["bridge", "none"])]
+    pod_network: String,
+    /// The address other machines reach this node at (default: detected).
+    #[arg(long)]
+    node_ip: Option<String>,
+    #[arg(long, default_value = "info", env = "NAVARCH_LOG")]
+    log: String,
 }
 
 #[derive(Subcommand)]
@@ -78,6 +110,10 @@ struct ServerArgs {
     /// Port of the local node agent's HTTPS endpoint (logs, exec).
     #[arg(long, default_value_t = 10250)]
     agent_port: u16,
+    /// Pod networking: `bridge` (one IP per pod on a node bridge, service proxy,
+    /// cluster DNS) or `none` (pods get a network namespace with loopback only).
+    #[arg(long, default_value = "none", value_parser = ["bridge", "none"])]
+    pod_network: String,
     /// Do not run the scheduler in this process.
     #[arg(long)]
     disable_scheduler: bool,
@@ -109,6 +145,14 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(image(cmd))
+        }
+        Command::Agent(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
+                .with_writer(std::io::stderr)
+                .init();
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(agent(args))
         }
         Command::Server(args) => {
             tracing_subscriber::fmt()
@@ -158,6 +202,11 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         running.addr,
         running.kubeconfig.display()
     );
+    eprintln!(
+        "join more nodes with: navarch agent --server https://<this host>:{} --token $(cat {})",
+        running.addr.port(),
+        args.data_dir.join("node-token").display()
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -188,19 +237,56 @@ fn run_root(data_dir: &std::path::Path) -> PathBuf {
     ))
 }
 
-/// The local node: runtime (runc), image store and node agent, with a serving
-/// certificate from the cluster CA for the agent's endpoint.
+/// What a node needs to run: where it keeps things, who it is, its endpoint's
+/// certificate and the CA that signs the API server's client certificate.
+struct NodeSetup {
+    data_dir: PathBuf,
+    node_name: String,
+    agent_port: u16,
+    node_ip: Option<String>,
+    serving: (PathBuf, PathBuf),
+    client_ca: PathBuf,
+    bridge_network: bool,
+}
+
+/// Runtime (runc), image store and node agent.
+fn spawn_node(setup: NodeSetup, client: kube::Client) -> anyhow::Result<()> {
+    let mut rcfg = navarch_runtime::RuntimeConfig::new(setup.data_dir.join("runtime"));
+    rcfg.run_root = run_root(&setup.data_dir);
+    let images = Arc::new(navarch_runtime::LocalImageService::new(&rcfg)?);
+    let runtime = Arc::new(navarch_runtime::RuncRuntime::new(rcfg)?);
+    let mut cfg = navarch_agent::AgentConfig::new(setup.node_name, setup.data_dir.join("agent"));
+    cfg.server_tls = Some(setup.serving);
+    cfg.client_ca = Some(setup.client_ca);
+    cfg.listen_port = setup.agent_port;
+    cfg.node_ip = setup.node_ip;
+    let network: Option<Arc<dyn navarch_agent::sync::NetworkPlugin>> = if setup.bridge_network {
+        cfg.cluster_dns = Some("10.43.0.10".to_string());
+        Some(Arc::new(netplugin::BridgePlugin::start(
+            client.clone(),
+            cfg.node_name.clone(),
+            setup.data_dir.join("network"),
+        )))
+    } else {
+        None
+    };
+    let data_dir = setup.data_dir;
+    tokio::spawn(async move {
+        import_dropped_images(&data_dir, &images).await;
+        if let Err(e) = navarch_agent::run_with_network(cfg, client, images, runtime, network).await {
+            tracing::error!(error = %e, "node agent stopped");
+        }
+    });
+    Ok(())
+}
+
+/// The server's own node, with a serving certificate from the cluster CA.
 fn start_agent(
     args: &ServerArgs,
     running: &navarch_apiserver::Running,
     client: kube::Client,
 ) -> anyhow::Result<()> {
     let node_name = args.node_name.clone().unwrap_or_else(host_name);
-    let mut rcfg = navarch_runtime::RuntimeConfig::new(args.data_dir.join("runtime"));
-    rcfg.run_root = run_root(&args.data_dir);
-    let images = Arc::new(navarch_runtime::LocalImageService::new(&rcfg)?);
-    let runtime = Arc::new(navarch_runtime::RuncRuntime::new(rcfg)?);
-    let data_dir = args.data_dir.clone();
     let pki_dir = args.data_dir.join("agent-pki");
     std::fs::create_dir_all(&pki_dir)?;
     let (cert, key) = (pki_dir.join("tls.crt"), pki_dir.join("tls.key"));
@@ -208,22 +294,74 @@ fn start_agent(
         let mut sans = navarch_apiserver::pki::host_addresses();
         sans.push(node_name.clone());
         sans.push("localhost".to_string());
-        let pair = running
-            .pki
-            .serving_cert(&format!("system:node:{node_name}"), sans)?;
+        let pair = running.pki.serving_cert(&format!("system:node:{node_name}"), sans)?;
         std::fs::write(&cert, &pair.cert_pem)?;
         navarch_apiserver::pki::write_private(&key, pair.key_pem.as_bytes())?;
     }
-    let mut cfg = navarch_agent::AgentConfig::new(node_name, args.data_dir.join("agent"));
-    cfg.server_tls = Some((cert, key));
-    cfg.client_ca = Some(running.pki.dir.join("ca.crt"));
-    cfg.listen_port = args.agent_port;
-    tokio::spawn(async move {
-        import_dropped_images(&data_dir, &images).await;
-        if let Err(e) = navarch_agent::run(cfg, client, images, runtime).await {
-            tracing::error!(error = %e, "node agent stopped");
+    spawn_node(
+        NodeSetup {
+            data_dir: args.data_dir.clone(),
+            node_name,
+            agent_port: args.agent_port,
+            node_ip: None,
+            serving: (cert, key),
+            client_ca: running.pki.dir.join("ca.crt"),
+            bridge_network: args.pod_network == "bridge",
+        },
+        client,
+    )
+}
+
+/// `navarch agent`: join a server (once; credentials are kept) and run a node.
+async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    let node_name = args.node_name.clone().unwrap_or_else(host_name);
+    let pki_dir = args.data_dir.join("pki");
+    std::fs::create_dir_all(&pki_dir)?;
+    let files = ["ca.crt", "client.crt", "client.key", "tls.crt", "tls.key"].map(|f| pki_dir.join(f));
+    if !files.iter().all(|f| f.exists()) {
+        let mut addrs = navarch_apiserver::pki::host_addresses();
+        if let Some(ip) = &args.node_ip {
+            addrs.push(ip.clone());
         }
-    });
+        let creds = join::join(&args.server, &args.token, &node_name, addrs).await?;
+        std::fs::write(&files[0], &creds.ca_cert)?;
+        std::fs::write(&files[1], &creds.client_cert)?;
+        navarch_apiserver::pki::write_private(&files[2], creds.client_key.as_bytes())?;
+        std::fs::write(&files[3], &creds.serving_cert)?;
+        navarch_apiserver::pki::write_private(&files[4], creds.serving_key.as_bytes())?;
+    }
+    let b64 = |p: &PathBuf| -> anyhow::Result<String> {
+        use base64::Engine;
+        Ok(base64::engine::general_purpose::STANDARD.encode(std::fs::read(p)?))
+    };
+    let kubeconfig = args.data_dir.join("kubeconfig");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: navarch\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: node\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: navarch\n  context: {{cluster: navarch, user: node}}\ncurrent-context: navarch\n",
+        args.server,
+        b64(&files[0])?,
+        b64(&files[1])?,
+        b64(&files[2])?
+    );
+    navarch_apiserver::pki::write_private(&kubeconfig, text.as_bytes())?;
+    let client = navarch_controllers::client_from_kubeconfig(&kubeconfig).await?;
+    spawn_node(
+        NodeSetup {
+            data_dir: args.data_dir.clone(),
+            node_name: node_name.clone(),
+            agent_port: args.agent_port,
+            node_ip: args.node_ip.clone(),
+            serving: (files[3].clone(), files[4].clone()),
+            client_ca: files[0].clone(),
+            bridge_network: args.pod_network == "bridge",
+        },
+        client,
+    )?;
+    eprintln!("navarch agent: node {node_name} joined {}", args.server);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
     Ok(())
 }
 

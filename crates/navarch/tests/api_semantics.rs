@@ -334,3 +334,55 @@ fn watch_from_compacted_revision_gets_410() {
     );
     assert_eq!(code, "200", "{b}");
 }
+
+#[test]
+fn partial_object_metadata_lists_gets_and_watches() {
+    let c = Cluster::start();
+    c.ok(&["create", "configmap", "pom", "--from-literal=big=value"]);
+    let base = format!(
+        "https://127.0.0.1:{}/api/v1/namespaces/default/configmaps",
+        c.port
+    );
+    let list_accept =
+        "Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
+    let (b, code) = curl(&c, &["-H", list_accept, &base]);
+    assert_eq!(code, "200", "{b}");
+    let v: serde_json::Value = serde_json::from_str(&b).expect("json");
+    assert_eq!(v["kind"], "PartialObjectMetadataList", "{b}");
+    assert_eq!(v["apiVersion"], "meta.k8s.io/v1", "{b}");
+    assert!(v["metadata"]["resourceVersion"].is_string(), "{b}");
+    let item = &v["items"][0];
+    assert_eq!(item["kind"], "PartialObjectMetadata", "{b}");
+    assert_eq!(item["apiVersion"], "meta.k8s.io/v1", "{b}");
+    assert_eq!(item["metadata"]["name"], "pom", "{b}");
+    assert!(item["metadata"]["uid"].is_string(), "{b}");
+    assert!(item.get("data").is_none(), "metadata only: {b}");
+
+    let one_accept = "Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+    let (b, code) = curl(&c, &["-H", one_accept, &format!("{base}/pom")]);
+    assert_eq!(code, "200", "{b}");
+    let v: serde_json::Value = serde_json::from_str(&b).expect("json");
+    assert_eq!(v["kind"], "PartialObjectMetadata", "{b}");
+    assert_eq!(v["metadata"]["name"], "pom", "{b}");
+    assert!(v.get("data").is_none(), "{b}");
+
+    let (b, code) = curl(
+        &c,
+        &[
+            "-H",
+            one_accept,
+            &format!("{base}?watch=true&resourceVersion=0&timeoutSeconds=1"),
+        ],
+    );
+    assert_eq!(code, "200", "{b}");
+    let ev: serde_json::Value =
+        serde_json::from_str(b.lines().next().expect("an event")).expect("json");
+    assert_eq!(ev["type"], "ADDED", "{b}");
+    assert_eq!(ev["object"]["kind"], "PartialObjectMetadata", "{b}");
+    assert_eq!(ev["object"]["metadata"]["name"], "pom", "{b}");
+    assert!(ev["object"].get("data").is_none(), "{b}");
+
+    // Plain JSON is unchanged.
+    let (b, _) = curl(&c, &[&format!("{base}/pom")]);
+    assert!(b.contains("\"data\""), "{b}");
+}

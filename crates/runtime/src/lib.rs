@@ -252,11 +252,20 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         argv: &[String],
         timeout: std::time::Duration,
     ) -> Result<ExecOutput>;
+    /// Start a command in a running container with live streams (kubectl exec,
+    /// cp); see [`ExecRequest`]. Runtimes without it refuse.
+    async fn exec_stream(&self, id: &str, request: &ExecRequest) -> Result<ExecProcess> {
+        let _ = request;
+        Err(RuntimeError::Oci(format!(
+            "container {id}: streaming exec is not supported by this runtime"
+        )))
+    }
 }
 
 mod config;
 mod cri_log;
 mod digest;
+mod exec;
 mod images;
 mod reference;
 mod runc;
@@ -266,6 +275,7 @@ mod spec;
 mod sys;
 
 pub use config::RuntimeConfig;
+pub use exec::{ExecProcess, ExecReader, ExecRequest, ExecWriter, TerminalResizer};
 pub use cri_log::{CriLogWriter, LogStream};
 pub use images::{LocalImageService, RegistriesConfig};
 pub use reference::{ImageReference, REFERENCE_DOCKER_HUB};

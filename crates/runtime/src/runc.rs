@@ -570,6 +570,18 @@ impl crate::ContainerRuntime for RuncRuntime {
         .await
     }
 
+    async fn exec_stream(
+        &self,
+        id: &str,
+        request: &crate::ExecRequest,
+    ) -> Result<crate::ExecProcess> {
+        let st = self.container_status(id).await?;
+        if st.state != ContainerState::Running {
+            return Err(RuntimeError::Oci(format!("container {id} is not running")));
+        }
+        crate::exec::spawn(&self.cfg.runc, &self.cfg.runc_root(), id, request)
+    }
+
     async fn exec_sync(&self, id: &str, argv: &[String], timeout: Duration) -> Result<ExecOutput> {
         let st = self.container_status(id).await?;
         if st.state != ContainerState::Running {

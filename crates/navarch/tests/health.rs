@@ -1,0 +1,315 @@
+//! Issue 6, "Done means": probes, lifecycle hooks and resource admission on
+//! real containers (root, runc). The probe scenarios share one cluster and run
+//! side by side to keep the wall time low.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, TEST_IMAGE};
+
+fn pod_manifest(name: &str, spec: &str) -> String {
+    format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{spec}")
+}
+
+fn jsonpath(c: &Cluster, pod: &str, path: &str) -> String {
+    c.ok(&["get", "pod", pod, "-o", &format!("jsonpath={path}")])
+}
+
+fn ready_column(c: &Cluster, pod: &str) -> String {
+    let table = c.ok(&["get", "pod", pod, "--no-headers"]);
+    table.split_whitespace().nth(1).unwrap_or("").to_string()
+}
+
+#[test]
+fn probes_and_hooks() {
+    let c = Cluster::start_with_node();
+    let host_dir = tempfile::tempdir().unwrap();
+    // the book's liveness example: index.html disappears after 8 s
+    c.apply(&pod_manifest(
+        "liveness",
+        &format!(
+            r#"  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: {TEST_IMAGE}
+    command: ["sh", "-c", "mkdir -p /www; echo ok > /www/index.html; httpd -p 80 -h /www; sleep 8; rm /www/index.html; sleep 3600"]
+    ports: [{{name: http, containerPort: 80}}]
+    livenessProbe:
+      httpGet: {{path: /index.html, port: http}}
+      periodSeconds: 1
+      failureThreshold: 2
+"#
+        ),
+    ));
+    // a slow starter: liveness alone would kill it after 1 s
+    c.apply(&pod_manifest(
+        "slow",
+        &format!(
+            r#"  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {TEST_IMAGE}
+    command: ["sh", "-c", "sleep 6; touch /tmp/up; sleep 3600"]
+    startupProbe:
+      exec: {{command: [cat, /tmp/up]}}
+      periodSeconds: 1
+      failureThreshold: 20
+    livenessProbe:
+      exec: {{command: [cat, /tmp/up]}}
+      periodSeconds: 1
+      failureThreshold: 1
+"#
+        ),
+    ));
+    // readiness: passes from 3 s to 9 s, then fails, then passes again
+    c.apply(&pod_manifest(
+        "ready",
+        &format!(
+            r#"  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {TEST_IMAGE}
+    command: ["sh", "-c", "sleep 3; touch /tmp/ready; sleep 6; rm /tmp/ready; sleep 4; touch /tmp/ready; sleep 3600"]
+    readinessProbe:
+      exec: {{command: [cat, /tmp/ready]}}
+      periodSeconds: 1
+"#
+        ),
+    ));
+    // preStop writes to a hostPath file
+    c.apply(&pod_manifest(
+        "hooks",
+        &format!(
+            r#"  terminationGracePeriodSeconds: 3
+  containers:
+  - name: app
+    image: {TEST_IMAGE}
+    command: ["sh", "-c", "sleep 3600"]
+    lifecycle:
+      postStart:
+        exec: {{command: ["sh", "-c", "echo started > /host/poststart"]}}
+      preStop:
+        exec: {{command: ["sh", "-c", "echo stopping > /host/prestop"]}}
+    volumeMounts: [{{name: host, mountPath: /host}}]
+  volumes:
+  - name: host
+    hostPath: {{path: {}, type: Directory}}
+"#,
+            host_dir.path().display()
+        ),
+    ));
+
+    // --- readiness: 0/1 while failing, 1/1 once passing, 0/1 again ---
+    c.wait_for(
+        &["get", "pod", "ready", "-o", "jsonpath={.status.phase}"],
+        Duration::from_secs(30),
+        |s| s == "Running",
+    );
+    assert_eq!(ready_column(&c, "ready"), "0/1");
+    assert_eq!(
+        jsonpath(
+            &c,
+            "ready",
+            "{.status.conditions[?(@.type==\"Ready\")].status}"
+        ),
+        "False"
+    );
+    c.wait_for(
+        &[
+            "get",
+            "pod",
+            "ready",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].ready}",
+        ],
+        Duration::from_secs(15),
+        |s| s == "true",
+    );
+    assert_eq!(ready_column(&c, "ready"), "1/1");
+    c.wait_for(
+        &[
+            "get",
+            "pod",
+            "ready",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+        Duration::from_secs(15),
+        |s| s == "False",
+    );
+    c.wait_for(
+        &[
+            "get",
+            "pod",
+            "ready",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"ContainersReady\")].status}",
+        ],
+        Duration::from_secs(15),
+        |s| s == "True",
+    );
+    assert_eq!(
+        jsonpath(&c, "ready", "{.status.containerStatuses[0].restartCount}"),
+        "0"
+    );
+
+    // --- liveness: restarted once, back to 1/1 ---
+    c.wait_for(
+        &[
+            "get",
+            "pod",
+            "liveness",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}",
+        ],
+        Duration::from_secs(30),
+        |s| s == "1",
+    );
+    c.wait_for(
+        &[
+            "get",
+            "pod",
+            "liveness",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].ready}",
+        ],
+        Duration::from_secs(10),
+        |s| s == "true",
+    );
+    assert_eq!(ready_column(&c, "liveness"), "1/1");
+    let events = c.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=liveness",
+        "-o",
+        "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+    ]);
+    assert!(
+        events.contains("Unhealthy: Liveness probe failed: HTTP probe failed with statuscode: 404"),
+        "{events}"
+    );
+    assert!(
+        events.contains("Killing: Container web failed liveness probe, will be restarted"),
+        "{events}"
+    );
+
+    // --- the slow starter was never killed ---
+    c.wait_for(
+        &[
+            "get",
+            "pod",
+            "slow",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].ready}",
+        ],
+        Duration::from_secs(20),
+        |s| s == "true",
+    );
+    assert_eq!(
+        jsonpath(&c, "slow", "{.status.containerStatuses[0].restartCount}"),
+        "0"
+    );
+    assert_eq!(
+        jsonpath(&c, "slow", "{.status.containerStatuses[0].started}"),
+        "true"
+    );
+
+    // --- hooks: postStart ran; preStop runs before the container stops ---
+    c.wait_for(
+        &["get", "pod", "hooks", "-o", "jsonpath={.status.phase}"],
+        Duration::from_secs(10),
+        |s| s == "Running",
+    );
+    let post = std::fs::read_to_string(host_dir.path().join("poststart")).unwrap_or_default();
+    assert_eq!(post.trim(), "started");
+    assert!(!host_dir.path().join("prestop").exists());
+    c.ok(&["delete", "pod", "hooks", "--wait=true", "--timeout=30s"]);
+    let pre = std::fs::read_to_string(host_dir.path().join("prestop")).unwrap_or_default();
+    assert_eq!(pre.trim(), "stopping");
+}
+
+#[test]
+fn limit_range_defaults_and_resource_quota() {
+    let c = Cluster::start();
+    c.ok(&["create", "namespace", "lr"]);
+    c.ok(&["create", "namespace", "quota"]);
+    c.apply(
+        r#"apiVersion: v1
+kind: LimitRange
+metadata: {name: defaults, namespace: lr}
+spec:
+  limits:
+  - type: Container
+    default: {cpu: 500m, memory: 128Mi}
+    defaultRequest: {cpu: 100m}
+    max: {cpu: "1"}
+"#,
+    );
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: plain, namespace: lr}}\nspec:\n  containers:\n  - {{name: app, image: {TEST_IMAGE}}}\n"
+    ));
+    let limits = c.ok(&[
+        "get",
+        "pod",
+        "plain",
+        "-n",
+        "lr",
+        "-o",
+        "jsonpath={.spec.containers[0].resources.limits.cpu} {.spec.containers[0].resources.limits.memory} {.spec.containers[0].resources.requests.cpu} {.spec.containers[0].resources.requests.memory}",
+    ]);
+    assert_eq!(limits, "500m 128Mi 100m 128Mi");
+    let err = c.fails(&[
+        "run",
+        "big",
+        "-n",
+        "lr",
+        &format!("--image={TEST_IMAGE}"),
+        "--overrides",
+        r#"{"spec":{"containers":[{"name":"big","image":"x","resources":{"limits":{"cpu":"2"}}}]}}"#,
+    ]);
+    assert!(
+        err.contains("maximum cpu usage per Container is 1, but limit is 2"),
+        "{err}"
+    );
+
+    c.apply(
+        r#"apiVersion: v1
+kind: ResourceQuota
+metadata: {name: q, namespace: quota}
+spec:
+  hard: {pods: "5", requests.cpu: "1", configmaps: "1"}
+"#,
+    );
+    let pod = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: quota}}\nspec:\n  containers:\n  - name: app\n    image: {TEST_IMAGE}\n    resources: {{requests: {{cpu: 600m}}}}\n"
+        )
+    };
+    c.apply(&pod("a"));
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], &pod("b"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pods \"b\" is forbidden: exceeded quota: q, requested: requests.cpu=600m, used: requests.cpu=600m, limited: requests.cpu=1"),
+        "{err}"
+    );
+    c.ok(&["create", "configmap", "one", "-n", "quota"]);
+    let err = c.fails(&["create", "configmap", "two", "-n", "quota"]);
+    assert!(err.contains("exceeded quota: q"), "{err}");
+    // the quota controller reports usage
+    c.wait_for(
+        &[
+            "get",
+            "resourcequota",
+            "q",
+            "-n",
+            "quota",
+            "-o",
+            "jsonpath={.status.used.requests\\.cpu} {.status.used.pods} {.status.used.configmaps}",
+        ],
+        Duration::from_secs(20),
+        |s| s == "600m 1 1",
+    );
+}
