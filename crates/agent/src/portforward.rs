@@ -64,8 +64,46 @@ fn connect_blocking(netns: &std::path::Path, port: u16) -> std::io::Result<std::
     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    // Pods without a network plugin have a loopback that is still down;
+    // bring it up as the CNI loopback plugin would (idempotent).
+    if let Err(e) = loopback_up() {
+        tracing::debug!(error = %e, "portforward: could not bring lo up");
+    }
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+}
+
+/// Set `IFF_UP` on `lo` in the current thread's network namespace.
+fn loopback_up() -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: a plain datagram socket used only for interface ioctls.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: we own the new fd.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we pass.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let flags = req.ifr_ifru.ifru_flags;
+        let up = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if flags & up == up {
+            return Ok(());
+        }
+        req.ifr_ifru.ifru_flags = flags | up;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone)]
@@ -206,11 +244,7 @@ async fn bridge_ws(socket: WebSocket, io: tokio::io::DuplexStream) {
     let up = async move {
         while let Some(Ok(m)) = stream.next().await {
             match m {
-                Message::Binary(b) => {
-                    if wr.write_all(&b).await.is_err() {
-                        break;
-                    }
-                }
+                Message::Binary(b) if wr.write_all(&b).await.is_err() => break,
                 Message::Close(_) => break,
                 _ => {}
             }
@@ -283,7 +317,7 @@ where
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, "spdy: bad frame");
+                    tracing::debug!(error = %e, "spdy: bad frame");
                     break 'conn;
                 }
             };
@@ -312,7 +346,7 @@ where
                             match hr.decompress(&block).and_then(|b| spdy::decode_headers(&b)) {
                                 Ok(h) => h,
                                 Err(e) => {
-                                    tracing::warn!(error = %e, "spdy: bad headers");
+                                    tracing::debug!(error = %e, "spdy: bad headers");
                                     break 'conn;
                                 }
                             };
@@ -344,14 +378,12 @@ where
                             }
                         }
                     }
-                    spdy::kind::RST_STREAM => {
-                        if payload.len() >= 4 {
-                            let id = u32::from_be_bytes([
-                                payload[0], payload[1], payload[2], payload[3],
-                            ]) & 0x7fff_ffff;
-                            if let Some(s) = sockets.remove(&id) {
-                                let _ = s.send(None);
-                            }
+                    spdy::kind::RST_STREAM if payload.len() >= 4 => {
+                        let id =
+                            u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]])
+                                & 0x7fff_ffff;
+                        if let Some(s) = sockets.remove(&id) {
+                            let _ = s.send(None);
                         }
                     }
                     spdy::kind::PING => {

@@ -224,25 +224,25 @@ pub struct HeaderWriter {
 }
 
 impl HeaderWriter {
-    /// Compress one header block (zlib header on the first, then a stored
-    /// deflate block per 64 KiB; each ends byte-aligned like a sync flush).
+    /// Compress one header block: the zlib header on the first, then a stored
+    /// deflate block per 64 KiB and an empty one, as a sync flush ends.
     pub fn compress(&mut self, block: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(block.len() + 16);
         if !self.started {
             out.extend_from_slice(&[0x78, 0x01]);
             self.started = true;
         }
-        let mut chunks = block.chunks(0xffff).peekable();
-        if chunks.peek().is_none() {
-            out.extend_from_slice(&[0, 0, 0, 0xff, 0xff]);
-        }
-        for c in chunks {
+        for c in block.chunks(0xffff) {
             let n = c.len() as u16;
             out.push(0); // BFINAL=0, BTYPE=00 (stored), padding
             out.extend_from_slice(&n.to_le_bytes());
             out.extend_from_slice(&(!n).to_le_bytes());
             out.extend_from_slice(c);
         }
+        // The sync-flush marker (an empty stored block): Go's inflater only
+        // hands out a stored block's bytes once it has read the next block
+        // header, which must therefore be inside this frame.
+        out.extend_from_slice(&[0, 0, 0, 0xff, 0xff]);
         out
     }
 }

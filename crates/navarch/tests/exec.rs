@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::{Cluster, TEST_IMAGE};
 
-const WEB: &str = "mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 80 -h /www";
+const WEB: &str =
+    "mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 80 -h /www";
 
 fn start_web_pod(c: &Cluster) {
     c.apply(&format!(
@@ -33,16 +34,22 @@ fn free_port() -> u16 {
 fn http_get(port: u16) -> Option<String> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    s.write_all(b"GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n")
+        .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out)
 }
 
-fn port_forward_and_fetch(c: &Cluster, target: &str) {
+/// Port-forward to `target` and fetch the page twice; `spdy_only` makes
+/// kubectl skip the WebSocket tunnel and speak SPDY over an HTTP upgrade.
+fn port_forward_and_fetch(c: &Cluster, target: &str, spdy_only: bool) {
     let port = free_port();
-    let mut child = c
-        .kubectl_cmd()
+    let mut cmd = c.kubectl_cmd();
+    if spdy_only {
+        cmd.env("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false");
+    }
+    let mut child = cmd
         .args(["port-forward", target, &format!("{port}:80")])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -80,7 +87,14 @@ fn exec_attach_cp_and_port_forward() {
     eprintln!("kubectl exec round trip: {:?}", t.elapsed());
 
     // exit codes
-    let out = c.kubectl(&["exec", "web", "--", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    let out = c.kubectl(&[
+        "exec",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -125,7 +139,11 @@ fn exec_attach_cp_and_port_forward() {
         .output()
         .expect("script");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("tty-42"), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("tty-42"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // attach streams new output of the main process (httpd logs nothing, so
     // use a talker pod)
@@ -165,9 +183,10 @@ fn exec_attach_cp_and_port_forward() {
     assert!(seen.contains("tick-"), "attach saw: {seen:?}");
 
     // port-forward to the pod and to a service
-    port_forward_and_fetch(&c, "pod/web");
+    port_forward_and_fetch(&c, "pod/web", false);
+    port_forward_and_fetch(&c, "pod/web", true);
     c.ok(&["expose", "pod", "web", "--port=80", "--name=websvc"]);
-    port_forward_and_fetch(&c, "svc/websvc");
+    port_forward_and_fetch(&c, "svc/websvc", false);
 
     // the Python client: exec and port-forward
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/stream_smoke.py");
