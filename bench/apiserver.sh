@@ -10,7 +10,7 @@
 #
 # Knobs (environment): CLIENTS (32), PHASE_SECS (10), WATCHERS (1000),
 # WATCH_RATE (100), WATCH_SECS (10), FILL_TOTAL (100000), FILL_MAX_SECS (120),
-# PROTO_FLAG ("" = HTTP/2, "--http1" = HTTP/1.1 keep-alive), SKIP_BUILD (unset).
+# PROTO_FLAG ("" = HTTP/2, "--http1" = HTTP/1.1 keep-alive), SKIP_BUILD (0; 1 = use the built binaries).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,7 +47,7 @@ rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 # Ulimit: 1,000 watch connections on each side.
 ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
 
-if [[ -z "${SKIP_BUILD:-}" ]]; then
+if [[ "${SKIP_BUILD:-0}" == "0" ]]; then
     log "building release binaries"
     cargo build --release -q -p navarch -p navarch-loadgen
     cargo build --release -q -p navarch-store --example store_bench
@@ -67,8 +67,10 @@ ADDR="127.0.0.1:$PORT"
 DATA="$TMP/data"
 
 log "starting navarch server on https://$ADDR (data dir $DATA)"
+# The control plane alone (API server, controllers, scheduler): the pods this
+# benchmark creates are objects, not containers (bench/podstart.sh runs those).
 "$NAVARCH" server --data-dir "$DATA" --https-port "$PORT" --bind-address 127.0.0.1 \
-    --log warn >"$TMP/server.log" 2>&1 &
+    --disable-agent --log warn >"$TMP/server.log" 2>&1 &
 SERVER_PID=$!
 
 LG=("$LOADGEN" --addr "$ADDR" --pki "$DATA/pki")

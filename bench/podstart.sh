@@ -21,7 +21,7 @@ trap cleanup EXIT
 
 scripts/setup.sh >/dev/null
 scripts/build-test-image.sh >/dev/null
-if [[ -z "${SKIP_BUILD:-}" ]]; then
+if [[ "${SKIP_BUILD:-0}" == "0" ]]; then
     cargo build --release -q -p navarch -p navarch-loadgen --bins
 fi
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

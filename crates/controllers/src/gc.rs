@@ -442,9 +442,12 @@ impl Collector {
             return Ok(OwnerState::Unknown);
         }
         // Not in the graph: confirm with a live GET (the watch may lag).
-        let s = match self.api(k, dep_ns).get_metadata_opt(&r.name).await? {
-            Some(o) if o.metadata.uid.as_deref() == Some(&*r.uid) => OwnerState::Present,
-            _ => OwnerState::Absent,
+        let s = match self.api(k, dep_ns).get_metadata_opt(&r.name).await {
+            Ok(Some(o)) if o.metadata.uid.as_deref() == Some(&*r.uid) => OwnerState::Present,
+            Ok(_) => OwnerState::Absent,
+            // Not readable: leave the reference alone rather than retry forever.
+            Err(e) if util::is_status(&e, 403) || util::is_status(&e, 405) => OwnerState::Unknown,
+            Err(e) => return Err(e.into()),
         };
         cache.insert(r.uid.clone(), s);
         Ok(s)
