@@ -108,6 +108,11 @@ pub struct Registry {
     pub alloc: Allocators,
 }
 
+/// Decoded events kept per resource for watchers resuming from a recent
+/// resourceVersion (older ones fall back to a store watch). Each holds the object
+/// and its previous state, so this bounds the cache's memory.
+pub const WATCH_REPLAY_EVENTS: usize = 1024;
+
 /// How long a watch stays open when the client names no timeout.
 pub const DEFAULT_WATCH_SECONDS: u64 = 1800;
 
@@ -116,7 +121,7 @@ impl Registry {
         let mut caches = HashMap::new();
         for rt in catalog::all() {
             caches.entry(rt.storage_prefix.clone()).or_insert_with(|| {
-                WatchCache::start(store.clone(), rt.storage_prefix.clone(), 8192)
+                WatchCache::start(store.clone(), rt.storage_prefix.clone(), WATCH_REPLAY_EVENTS)
             });
         }
         let alloc = Allocators::default();
