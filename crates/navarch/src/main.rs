@@ -33,6 +33,12 @@ enum Command {
     /// Manage the local node's images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Stop and remove every container and sandbox of a node's data dir (uninstall,
+    /// test clean-up). The node's objects in the API are left alone.
+    Reset {
+        #[arg(long, default_value = "/var/lib/navarch", env = "NAVARCH_DATA_DIR")]
+        data_dir: PathBuf,
+    },
     /// Print version information.
     Version,
 }
@@ -139,6 +145,10 @@ fn main() -> anyhow::Result<()> {
                 env!("CARGO_PKG_VERSION")
             );
             Ok(())
+        }
+        Command::Reset { data_dir } => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(reset(&data_dir))
         }
         Command::Image(cmd) => {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -445,4 +455,30 @@ async fn import_dropped_images(
             }
         }
     }
+}
+
+/// Stop and remove all containers and sandboxes of the node in `data_dir`.
+async fn reset(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use navarch_runtime::ContainerRuntime;
+    let mut rcfg = navarch_runtime::RuntimeConfig::new(data_dir.join("runtime"));
+    rcfg.run_root = run_root(data_dir);
+    let runtime = navarch_runtime::RuncRuntime::new(rcfg)?;
+    let mut failures = 0;
+    for c in runtime.list_containers().await? {
+        let _ = runtime.stop_container(&c.id, std::time::Duration::from_secs(0)).await;
+        if let Err(e) = runtime.remove_container(&c.id).await {
+            eprintln!("container {}: {e}", c.id);
+            failures += 1;
+        }
+    }
+    for sb in runtime.list_sandboxes().await? {
+        if let Err(e) = runtime.remove_sandbox(&sb.id).await {
+            eprintln!("sandbox {}: {e}", sb.id);
+            failures += 1;
+        }
+    }
+    if failures > 0 {
+        anyhow::bail!("{failures} containers or sandboxes could not be removed");
+    }
+    Ok(())
 }

@@ -63,20 +63,26 @@ fn probes_and_hooks() {
         ),
     ));
     // readiness: passes from 3 s to 9 s, then fails, then passes again
-    c.apply(&pod_manifest(
-        "ready",
-        &format!(
-            r#"  terminationGracePeriodSeconds: 1
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: ready
+  labels: {{app: ready}}
+spec:
+  terminationGracePeriodSeconds: 1
   containers:
   - name: app
     image: {TEST_IMAGE}
-    command: ["sh", "-c", "sleep 3; touch /tmp/ready; sleep 6; rm /tmp/ready; sleep 4; touch /tmp/ready; sleep 3600"]
+    command: ["sh", "-c", "sleep 3; touch /tmp/ready; sleep 6; rm /tmp/ready; sleep 7; touch /tmp/ready; sleep 3600"]
     readinessProbe:
       exec: {{command: [cat, /tmp/ready]}}
       periodSeconds: 1
 "#
-        ),
     ));
+    c.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: ready}\nspec:\n  selector: {app: ready}\n  ports: [{port: 80}]\n",
+    );
     // preStop writes to a hostPath file
     c.apply(&pod_manifest(
         "hooks",
@@ -97,6 +103,42 @@ fn probes_and_hooks() {
     hostPath: {{path: {}, type: Directory}}
 "#,
             host_dir.path().display()
+        ),
+    ));
+
+    // a sidecar (restartable init container) feeding the main container
+    c.apply(&pod_manifest(
+        "sidecar",
+        &format!(
+            r#"  terminationGracePeriodSeconds: 1
+  initContainers:
+  - name: side
+    image: {TEST_IMAGE}
+    restartPolicy: Always
+    command: ["sh", "-c", "echo from-sidecar > /shared/msg; sleep 3600"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+  containers:
+  - name: main
+    image: {TEST_IMAGE}
+    command: ["sh", "-c", "cat /shared/msg; sleep 3600"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+  volumes:
+  - name: shared
+    emptyDir: {{}}
+"#
+        ),
+    ));
+    // activeDeadlineSeconds
+    c.apply(&pod_manifest(
+        "deadline",
+        &format!(
+            r#"  terminationGracePeriodSeconds: 1
+  activeDeadlineSeconds: 3
+  containers:
+  - name: app
+    image: {TEST_IMAGE}
+    command: ["sh", "-c", "sleep 3600"]
+"#
         ),
     ));
 
@@ -130,6 +172,17 @@ fn probes_and_hooks() {
     c.wait_for(
         &[
             "get",
+            "endpoints",
+            "ready",
+            "-o",
+            "jsonpath={.subsets[*].addresses[*].ip}",
+        ],
+        Duration::from_secs(5),
+        |s| !s.trim().is_empty(),
+    );
+    c.wait_for(
+        &[
+            "get",
             "pod",
             "ready",
             "-o",
@@ -137,6 +190,18 @@ fn probes_and_hooks() {
         ],
         Duration::from_secs(15),
         |s| s == "False",
+    );
+    // failing readiness takes the pod out of the Service's endpoints
+    c.wait_for(
+        &[
+            "get",
+            "endpoints",
+            "ready",
+            "-o",
+            "jsonpath={.subsets[*].addresses[*].ip}|{.subsets[*].notReadyAddresses[*].ip}",
+        ],
+        Duration::from_secs(5),
+        |s| s.starts_with('|') && s.len() > 1,
     );
     c.wait_for(
         &[
@@ -148,6 +213,17 @@ fn probes_and_hooks() {
         ],
         Duration::from_secs(15),
         |s| s == "True",
+    );
+    c.wait_for(
+        &[
+            "get",
+            "endpoints",
+            "ready",
+            "-o",
+            "jsonpath={.subsets[*].addresses[*].ip}",
+        ],
+        Duration::from_secs(5),
+        |s| !s.trim().is_empty(),
     );
     assert_eq!(
         jsonpath(&c, "ready", "{.status.containerStatuses[0].restartCount}"),
@@ -214,6 +290,40 @@ fn probes_and_hooks() {
     assert_eq!(
         jsonpath(&c, "slow", "{.status.containerStatuses[0].started}"),
         "true"
+    );
+
+    // --- sidecar started first and keeps running next to the main container ---
+    c.wait_for(
+        &["get", "pod", "sidecar", "-o", "jsonpath={.status.phase} {.status.initContainerStatuses[0].started} {.status.initContainerStatuses[0].ready} {.status.containerStatuses[0].ready}"],
+        Duration::from_secs(10),
+        |s| s == "Running true true true",
+    );
+    let logs = c.wait_for(
+        &["logs", "sidecar", "-c", "main"],
+        Duration::from_secs(10),
+        |s| s.contains("from-sidecar"),
+    );
+    assert_eq!(logs.trim(), "from-sidecar");
+    assert_eq!(
+        jsonpath(
+            &c,
+            "sidecar",
+            "{.status.conditions[?(@.type==\"Initialized\")].status}"
+        ),
+        "True"
+    );
+
+    // --- activeDeadlineSeconds ---
+    c.wait_for(
+        &[
+            "get",
+            "pod",
+            "deadline",
+            "-o",
+            "jsonpath={.status.phase} {.status.reason}",
+        ],
+        Duration::from_secs(15),
+        |s| s == "Failed DeadlineExceeded",
     );
 
     // --- hooks: postStart ran; preStop runs before the container stops ---

@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use common::{navarch_bin, Cluster, TEST_IMAGE};
 
-struct Agent(Child);
+struct Agent(Child, std::path::PathBuf);
 
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        Cluster::reset_node(&self.1);
     }
 }
 
@@ -34,7 +35,7 @@ fn join(c: &Cluster, name: &str, dir: &std::path::Path) -> Agent {
         .stderr(Stdio::from(log))
         .spawn()
         .expect("start navarch agent");
-    Agent(child)
+    Agent(child, dir.to_path_buf())
 }
 
 fn ready_nodes(c: &Cluster) -> usize {

@@ -148,6 +148,17 @@ impl Cluster {
         }
     }
 
+    /// Remove the containers the local node left behind (they outlive the agent).
+    pub fn reset_node(dir: &Path) {
+        let _ = Command::new(navarch_bin())
+            .arg("reset")
+            .arg("--data-dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
@@ -263,6 +274,9 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop();
+        if self.agent_port.is_some() {
+            Self::reset_node(self.dir.path());
+        }
     }
 }
 
