@@ -22,6 +22,7 @@ pub mod atomic;
 pub mod backoff;
 pub mod env;
 pub mod events;
+pub mod eviction;
 pub mod exec;
 pub mod expand;
 pub mod handlers;
@@ -33,8 +34,8 @@ pub mod manager;
 pub mod node;
 pub mod portforward;
 pub mod probes;
-pub mod status;
 pub mod spdy;
+pub mod status;
 pub mod sync;
 pub mod volumes;
 
@@ -134,6 +135,11 @@ pub async fn run_with_network(
     node_handle.register().await?;
     tokio::spawn(node_handle.clone().lease_loop());
     tokio::spawn(node_handle.status_loop());
+    tokio::spawn(eviction::run(
+        client.clone(),
+        config.clone(),
+        recorder.clone(),
+    ));
     if let Some((cert, key)) = &config.server_tls {
         let tls = logs::server_config(cert, key, config.client_ca.as_deref())?;
         let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.listen_port)).await?;

@@ -695,4 +695,82 @@ mod tests {
         assert_eq!(t.reason.as_deref(), Some("StartError"));
         assert_eq!(s.phase.as_deref(), Some("Failed"));
     }
+
+    fn cond(s: &PodStatus, t: &str) -> String {
+        s.conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == t)
+            .map(|c| c.status.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn probe_verdicts_drive_ready_and_started() {
+        let p = pod("Always", false);
+        let running = |started, ready| ContainerView {
+            latest: Some(rc(ContainerState::Running, 0)),
+            started,
+            ready,
+            ..Default::default()
+        };
+        // startup probe pending: not started, not ready
+        let s = pod_status(&p, &input(running(Some(false), Some(true))), None);
+        let cs = &s.container_statuses.as_ref().unwrap()[0];
+        assert_eq!((cs.started, cs.ready), (Some(false), false));
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        assert_eq!(cond(&s, "Ready"), "False");
+        // readiness failing
+        let s = pod_status(&p, &input(running(Some(true), Some(false))), None);
+        let cs = &s.container_statuses.as_ref().unwrap()[0];
+        assert_eq!((cs.started, cs.ready), (Some(true), false));
+        assert_eq!(cond(&s, "ContainersReady"), "False");
+        // passing
+        let s = pod_status(&p, &input(running(Some(true), Some(true))), None);
+        assert!(s.container_statuses.as_ref().unwrap()[0].ready);
+        assert_eq!(cond(&s, "Ready"), "True");
+    }
+
+    #[test]
+    fn sidecar_counts_as_initialized_once_started() {
+        let mut p = pod("Never", true);
+        if let Some(spec) = p.spec.as_mut() {
+            if let Some(inits) = spec.init_containers.as_mut() {
+                inits[0].restart_policy = Some("Always".into());
+            }
+        }
+        let mut i = input(ContainerView {
+            latest: Some(rc(ContainerState::Running, 0)),
+            ..Default::default()
+        });
+        i.init.insert(
+            "init".into(),
+            ContainerView {
+                latest: Some(rc(ContainerState::Running, 0)),
+                ready: Some(false),
+                ..Default::default()
+            },
+        );
+        let s = pod_status(&p, &i, None);
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        assert_eq!(cond(&s, "Initialized"), "True");
+        // the sidecar's readiness counts for the pod
+        assert_eq!(cond(&s, "Ready"), "False");
+        if let Some(v) = i.init.get_mut("init") {
+            v.ready = Some(true);
+        }
+        let s = pod_status(&p, &i, None);
+        assert_eq!(cond(&s, "Ready"), "True");
+        assert!(s.init_container_statuses.as_ref().unwrap()[0].ready);
+        // main container done under Never: the pod succeeds while the sidecar runs
+        i.containers.insert(
+            "app".into(),
+            ContainerView {
+                latest: Some(rc(exited(0), 0)),
+                ..Default::default()
+            },
+        );
+        let s = pod_status(&p, &i, None);
+        assert_eq!(s.phase.as_deref(), Some("Succeeded"));
+    }
 }

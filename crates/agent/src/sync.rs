@@ -21,8 +21,8 @@ use crate::env::{CachedSource, NodeAllocatable};
 use crate::events::{container_field_path, pod_ref, EventType, Recorder};
 use crate::handlers::Target;
 use crate::hooks::{self, Hook};
-use crate::probes;
 use crate::labels;
+use crate::probes;
 use crate::status::{effective_state, pod_status, ContainerView, StatusInput};
 use crate::volumes::{self, PodDir};
 use crate::AgentConfig;
@@ -560,7 +560,10 @@ impl Context {
                     ..Default::default()
                 };
                 if is_sidecar(c) {
-                    match self.sync_sidecar(pod, c, &view, &groups, &volume_paths, &cache, st).await {
+                    match self
+                        .sync_sidecar(pod, c, &view, &groups, &volume_paths, &cache, st)
+                        .await
+                    {
                         SidecarStep::Continue(at) => {
                             if let Some(at) = at {
                                 set_next(at);
@@ -668,10 +671,10 @@ impl Context {
                                         c.name
                                     ),
                                 );
-                                let _ = self
-                                    .runtime
-                                    .stop_container(&l.id, Duration::from_secs(30))
-                                    .await;
+                                let target = self.target(None, st);
+                                let grace =
+                                    self.pre_stop(pod, l, &target, pod_grace(pod, None)).await;
+                                let _ = self.runtime.stop_container(&l.id, grace).await;
                                 st.crash_backoff.reset(&c.name);
                                 if let Some(at) = self
                                     .create_and_start(
@@ -738,7 +741,10 @@ impl Context {
             self.gc_dead(&groups).await;
         }
         self.update_probes(pod, &spec, &groups, st);
-        if let Some(at) = self.check_deadline(pod, &spec, &groups, &mut pod_failed, st).await {
+        if let Some(at) = self
+            .check_deadline(pod, &spec, &groups, &mut pod_failed, st)
+            .await
+        {
             set_next(at);
         }
         if terminal {
@@ -1315,8 +1321,7 @@ impl Context {
     ) {
         if matches!(c.state, ContainerState::Running) {
             if let Some(p) = pod {
-                let init =
-                    c.labels.get(labels::CONTAINER_KIND).map(String::as_str) == Some("init");
+                let init = c.labels.get(labels::CONTAINER_KIND).map(String::as_str) == Some("init");
                 self.event(
                     p,
                     Some(container_field_path(init, &c.name)),
@@ -1639,7 +1644,16 @@ impl Context {
             Some(ContainerState::Exited { finished_at, .. }) => {
                 let attempt = latest.map(|l| l.attempt + 1).unwrap_or(0);
                 let at = self
-                    .restart_with_backoff(pod, c, true, attempt, finished_at, volume_paths, cache, st)
+                    .restart_with_backoff(
+                        pod,
+                        c,
+                        true,
+                        attempt,
+                        finished_at,
+                        volume_paths,
+                        cache,
+                        st,
+                    )
                     .await;
                 if apps_started {
                     SidecarStep::Continue(at)

@@ -121,7 +121,11 @@ impl Registry {
         let mut caches = HashMap::new();
         for rt in catalog::all() {
             caches.entry(rt.storage_prefix.clone()).or_insert_with(|| {
-                WatchCache::start(store.clone(), rt.storage_prefix.clone(), WATCH_REPLAY_EVENTS)
+                WatchCache::start(
+                    store.clone(),
+                    rt.storage_prefix.clone(),
+                    WATCH_REPLAY_EVENTS,
+                )
             });
         }
         let alloc = Allocators::default();

@@ -27,16 +27,30 @@ pub struct NodeCredentials {
 struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime)
-        -> Result<ServerCertVerified, rustls::Error> {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
-    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct)
-        -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
     }
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct)
-        -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -56,20 +70,34 @@ async fn request(
     token: Option<&str>,
     body: Vec<u8>,
 ) -> anyhow::Result<(hyper::StatusCode, Vec<u8>)> {
-    let host = server.host_str().ok_or_else(|| anyhow!("server URL has no host"))?.to_string();
+    let host = server
+        .host_str()
+        .ok_or_else(|| anyhow!("server URL has no host"))?
+        .to_string();
     let port = server.port_or_known_default().unwrap_or(6443);
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.with_context(|| format!("connect to {host}:{port}"))?;
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .with_context(|| format!("connect to {host}:{port}"))?;
     let name = ServerName::try_from(host.trim_matches(|c| c == '[' || c == ']').to_string())?;
-    let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.context("TLS handshake with the server")?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .context("TLS handshake with the server")?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let mut req = hyper::Request::builder().method(method).uri(path).header(hyper::header::HOST, format!("{host}:{port}"));
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, format!("{host}:{port}"));
     if let Some(t) = token {
         req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
     }
-    let req = req.header(hyper::header::CONTENT_TYPE, "application/json").body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+    let req = req
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
     let resp = sender.send_request(req).await?;
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes().to_vec();
@@ -77,7 +105,12 @@ async fn request(
 }
 
 /// Join `server` with `token` as `node_name`.
-pub async fn join(server: &str, token: &str, node_name: &str, addresses: Vec<String>) -> anyhow::Result<NodeCredentials> {
+pub async fn join(
+    server: &str,
+    token: &str,
+    node_name: &str,
+    addresses: Vec<String>,
+) -> anyhow::Result<NodeCredentials> {
     let url = url::Url::parse(server).with_context(|| format!("invalid server URL {server:?}"))?;
     if url.scheme() != "https" {
         bail!("the server URL must be https://");
@@ -92,7 +125,15 @@ pub async fn join(server: &str, token: &str, node_name: &str, addresses: Vec<Str
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAny(provider())))
         .with_no_client_auth();
-    let (status, ca) = request(Arc::new(insecure), &url, hyper::Method::GET, "/cacerts", None, vec![]).await?;
+    let (status, ca) = request(
+        Arc::new(insecure),
+        &url,
+        hyper::Method::GET,
+        "/cacerts",
+        None,
+        vec![],
+    )
+    .await?;
     if !status.is_success() {
         bail!("fetching the server CA: HTTP {status}");
     }
@@ -107,10 +148,22 @@ pub async fn join(server: &str, token: &str, node_name: &str, addresses: Vec<Str
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let body = serde_json::to_vec(&serde_json::json!({"nodeName": node_name, "addresses": addresses}))?;
-    let (status, resp) = request(Arc::new(verified), &url, hyper::Method::POST, "/navarch/v1/node-credentials", Some(token), body).await?;
+    let body =
+        serde_json::to_vec(&serde_json::json!({"nodeName": node_name, "addresses": addresses}))?;
+    let (status, resp) = request(
+        Arc::new(verified),
+        &url,
+        hyper::Method::POST,
+        "/navarch/v1/node-credentials",
+        Some(token),
+        body,
+    )
+    .await?;
     if !status.is_success() {
-        bail!("requesting node credentials: HTTP {status}: {}", String::from_utf8_lossy(&resp));
+        bail!(
+            "requesting node credentials: HTTP {status}: {}",
+            String::from_utf8_lossy(&resp)
+        );
     }
     Ok(serde_json::from_slice(&resp)?)
 }

@@ -52,7 +52,11 @@ struct AgentArgs {
     #[arg(long, env = "NAVARCH_TOKEN")]
     token: String,
     /// Where this node keeps its containers, images and credentials.
-    #[arg(long, default_value = "/var/lib/navarch-agent", env = "NAVARCH_DATA_DIR")]
+    #[arg(
+        long,
+        default_value = "/var/lib/navarch-agent",
+        env = "NAVARCH_DATA_DIR"
+    )]
     data_dir: PathBuf,
     /// Node name (default: the host name).
     #[arg(long)]
@@ -147,7 +151,9 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Reset { data_dir } => {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(reset(&data_dir))
         }
         Command::Image(cmd) => {
@@ -161,7 +167,9 @@ fn main() -> anyhow::Result<()> {
                 .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
                 .with_writer(std::io::stderr)
                 .init();
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(agent(args))
         }
         Command::Server(args) => {
@@ -283,7 +291,8 @@ fn spawn_node(setup: NodeSetup, client: kube::Client) -> anyhow::Result<()> {
     let data_dir = setup.data_dir;
     tokio::spawn(async move {
         import_dropped_images(&data_dir, &images).await;
-        if let Err(e) = navarch_agent::run_with_network(cfg, client, images, runtime, network).await {
+        if let Err(e) = navarch_agent::run_with_network(cfg, client, images, runtime, network).await
+        {
             tracing::error!(error = %e, "node agent stopped");
         }
     });
@@ -304,7 +313,9 @@ fn start_agent(
         let mut sans = navarch_apiserver::pki::host_addresses();
         sans.push(node_name.clone());
         sans.push("localhost".to_string());
-        let pair = running.pki.serving_cert(&format!("system:node:{node_name}"), sans)?;
+        let pair = running
+            .pki
+            .serving_cert(&format!("system:node:{node_name}"), sans)?;
         std::fs::write(&cert, &pair.cert_pem)?;
         navarch_apiserver::pki::write_private(&key, pair.key_pem.as_bytes())?;
     }
@@ -327,7 +338,8 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let node_name = args.node_name.clone().unwrap_or_else(host_name);
     let pki_dir = args.data_dir.join("pki");
     std::fs::create_dir_all(&pki_dir)?;
-    let files = ["ca.crt", "client.crt", "client.key", "tls.crt", "tls.key"].map(|f| pki_dir.join(f));
+    let files =
+        ["ca.crt", "client.crt", "client.key", "tls.crt", "tls.key"].map(|f| pki_dir.join(f));
     if !files.iter().all(|f| f.exists()) {
         let mut addrs = navarch_apiserver::pki::host_addresses();
         if let Some(ip) = &args.node_ip {
@@ -465,7 +477,9 @@ async fn reset(data_dir: &std::path::Path) -> anyhow::Result<()> {
     let runtime = navarch_runtime::RuncRuntime::new(rcfg)?;
     let mut failures = 0;
     for c in runtime.list_containers().await? {
-        let _ = runtime.stop_container(&c.id, std::time::Duration::from_secs(0)).await;
+        let _ = runtime
+            .stop_container(&c.id, std::time::Duration::from_secs(0))
+            .await;
         if let Err(e) = runtime.remove_container(&c.id).await {
             eprintln!("container {}: {e}", c.id);
             failures += 1;

@@ -18,7 +18,11 @@ pub struct BridgePlugin {
 
 impl BridgePlugin {
     /// Start the node's network (bridge, routes, service proxy, DNS) in the background.
-    pub fn start(client: kube::Client, node_name: String, state_dir: std::path::PathBuf) -> BridgePlugin {
+    pub fn start(
+        client: kube::Client,
+        node_name: String,
+        state_dir: std::path::PathBuf,
+    ) -> BridgePlugin {
         let (tx, rx) = watch::channel(None);
         tokio::spawn(async move {
             let cfg = match navarch_network::node::NodeNetworkConfig::new(&node_name, state_dir) {
@@ -44,7 +48,10 @@ impl BridgePlugin {
     async fn plugin(&self) -> Result<Arc<BridgeNetwork>, String> {
         let mut rx = self.ready.clone();
         let got = tokio::time::timeout(Duration::from_secs(30), async {
-            rx.wait_for(|p| p.is_some()).await.ok().and_then(|p| p.clone())
+            rx.wait_for(|p| p.is_some())
+                .await
+                .ok()
+                .and_then(|p| p.clone())
         })
         .await;
         match got {
@@ -57,14 +64,26 @@ impl BridgePlugin {
 #[async_trait::async_trait]
 impl NetworkPlugin for BridgePlugin {
     async fn setup(&self, pod: &Pod, sandbox: &Sandbox) -> Result<Vec<String>, String> {
-        let ns = sandbox.netns_path.clone().ok_or("sandbox has no network namespace")?;
+        let ns = sandbox
+            .netns_path
+            .clone()
+            .ok_or("sandbox has no network namespace")?;
         let plugin = self.plugin().await?;
-        plugin.setup(&PodInfo::from_pod(pod, ns)).await.map(|ips| ips.to_strings()).map_err(|e| e.to_string())
+        plugin
+            .setup(&PodInfo::from_pod(pod, ns))
+            .await
+            .map(|ips| ips.to_strings())
+            .map_err(|e| e.to_string())
     }
 
     async fn teardown(&self, pod_uid: &str, sandbox: &Sandbox) {
-        let Ok(plugin) = self.plugin().await else { return };
-        if let Err(e) = plugin.teardown(pod_uid, sandbox.netns_path.as_deref()).await {
+        let Ok(plugin) = self.plugin().await else {
+            return;
+        };
+        if let Err(e) = plugin
+            .teardown(pod_uid, sandbox.netns_path.as_deref())
+            .await
+        {
             tracing::warn!(pod = pod_uid, error = %e, "pod network teardown");
         }
     }

@@ -62,7 +62,7 @@ fn probes_and_hooks() {
 "#
         ),
     ));
-    // readiness: passes from 3 s to 9 s, then fails, then passes again
+    // readiness: passes from 6 s to 12 s, then fails, then passes again
     c.apply(&format!(
         r#"apiVersion: v1
 kind: Pod
@@ -74,7 +74,7 @@ spec:
   containers:
   - name: app
     image: {TEST_IMAGE}
-    command: ["sh", "-c", "sleep 3; touch /tmp/ready; sleep 6; rm /tmp/ready; sleep 7; touch /tmp/ready; sleep 3600"]
+    command: ["sh", "-c", "sleep 6; touch /tmp/ready; sleep 6; rm /tmp/ready; sleep 7; touch /tmp/ready; sleep 3600"]
     readinessProbe:
       exec: {{command: [cat, /tmp/ready]}}
       periodSeconds: 1
@@ -144,9 +144,15 @@ spec:
 
     // --- readiness: 0/1 while failing, 1/1 once passing, 0/1 again ---
     c.wait_for(
-        &["get", "pod", "ready", "-o", "jsonpath={.status.phase}"],
+        &[
+            "get",
+            "pod",
+            "ready",
+            "-o",
+            "jsonpath={.status.phase} {.status.containerStatuses[0].ready}",
+        ],
         Duration::from_secs(30),
-        |s| s == "Running",
+        |s| s == "Running false",
     );
     assert_eq!(ready_column(&c, "ready"), "0/1");
     assert_eq!(

@@ -275,8 +275,8 @@ mod spec;
 mod sys;
 
 pub use config::RuntimeConfig;
-pub use exec::{ExecProcess, ExecReader, ExecRequest, ExecWriter, TerminalResizer};
 pub use cri_log::{CriLogWriter, LogStream};
+pub use exec::{ExecProcess, ExecReader, ExecRequest, ExecWriter, TerminalResizer};
 pub use images::{LocalImageService, RegistriesConfig};
 pub use reference::{ImageReference, REFERENCE_DOCKER_HUB};
 pub use runc::RuncRuntime;

@@ -45,7 +45,13 @@ fn pod(name: &str, image: &str) -> Bytes {
 type Seen = Arc<Mutex<HashMap<String, Instant>>>;
 
 /// Follow pods in the namespace; record when each first shows phase Running.
-async fn watch_running(target: &Target, ns: &str, rv: String, seen: Seen, tx: mpsc::UnboundedSender<String>) -> Result<(), Error> {
+async fn watch_running(
+    target: &Target,
+    ns: &str,
+    rv: String,
+    seen: Seen,
+    tx: mpsc::UnboundedSender<String>,
+) -> Result<(), Error> {
     let mut conn = target.connect().await?;
     let path = format!("/api/v1/namespaces/{ns}/pods?watch=true&resourceVersion={rv}");
     let resp = conn.send(Method::GET, &path, None).await?;
@@ -53,12 +59,16 @@ async fn watch_running(target: &Target, ns: &str, rv: String, seen: Seen, tx: mp
     let mut buf: Vec<u8> = Vec::new();
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else { break };
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         buf.extend_from_slice(&data);
         while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buf.drain(..=pos).collect();
             let now = Instant::now();
-            let Ok(ev) = serde_json::from_slice::<serde_json::Value>(&line) else { continue };
+            let Ok(ev) = serde_json::from_slice::<serde_json::Value>(&line) else {
+                continue;
+            };
             let obj = &ev["object"];
             if obj["status"]["phase"] == "Running" {
                 if let Some(name) = obj["metadata"]["name"].as_str() {
@@ -74,10 +84,17 @@ async fn watch_running(target: &Target, ns: &str, rv: String, seen: Seen, tx: mp
     Ok(())
 }
 
-async fn run_phase(target: &Target, args: &Args, prefix: &str, burst: bool) -> Result<Histogram, Error> {
+async fn run_phase(
+    target: &Target,
+    args: &Args,
+    prefix: &str,
+    burst: bool,
+) -> Result<Histogram, Error> {
     let ns = &args.namespace;
     let mut conn = target.connect().await?;
-    let list = conn.call_ok(Method::GET, &format!("/api/v1/namespaces/{ns}/pods"), None).await?;
+    let list = conn
+        .call_ok(Method::GET, &format!("/api/v1/namespaces/{ns}/pods"), None)
+        .await?;
     let rv = navarch_loadgen::objects::resource_version(&list)?;
     let seen: Seen = Arc::new(Mutex::new(HashMap::new()));
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -97,7 +114,8 @@ async fn run_phase(target: &Target, args: &Args, prefix: &str, burst: bool) -> R
             tasks.push(tokio::spawn(async move {
                 let mut c = target.connect().await?;
                 let t0 = Instant::now();
-                c.call_ok(Method::POST, &path, Some(pod(&name, &image))).await?;
+                c.call_ok(Method::POST, &path, Some(pod(&name, &image)))
+                    .await?;
                 Ok::<_, Error>((name, t0))
             }));
         }
@@ -114,7 +132,8 @@ async fn run_phase(target: &Target, args: &Args, prefix: &str, burst: bool) -> R
         for i in 0..args.count {
             let name = format!("{prefix}-{i}");
             let t0 = Instant::now();
-            conn.call_ok(Method::POST, &path, Some(pod(&name, &args.image))).await?;
+            conn.call_ok(Method::POST, &path, Some(pod(&name, &args.image)))
+                .await?;
             started.insert(name.clone(), t0);
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
@@ -131,9 +150,18 @@ async fn run_phase(target: &Target, args: &Args, prefix: &str, burst: bool) -> R
             hist.record(t1.duration_since(*t0).as_micros() as u64);
         }
     }
-    println!("pod_start_{}_running {} of {}", prefix, s.len(), started.len());
+    println!(
+        "pod_start_{}_running {} of {}",
+        prefix,
+        s.len(),
+        started.len()
+    );
     let _ = conn
-        .call(Method::DELETE, &format!("/api/v1/namespaces/{ns}/pods"), Some(Bytes::from_static(b"{\"gracePeriodSeconds\":0}")))
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/namespaces/{ns}/pods"),
+            Some(Bytes::from_static(b"{\"gracePeriodSeconds\":0}")),
+        )
         .await;
     Ok(hist)
 }
@@ -143,7 +171,13 @@ async fn main() -> Result<(), Error> {
     let args = Args::parse();
     let target = Target::from_pki_dir(args.addr, Protocol::Http2, &args.pki)?;
     let mut conn = target.connect().await?;
-    let _ = conn.call(Method::POST, "/api/v1/namespaces", Some(navarch_loadgen::objects::namespace(&args.namespace))).await?;
+    let _ = conn
+        .call(
+            Method::POST,
+            "/api/v1/namespaces",
+            Some(navarch_loadgen::objects::namespace(&args.namespace)),
+        )
+        .await?;
     for (prefix, burst) in [("seq", false), ("burst", true)] {
         let h = run_phase(&target, &args, prefix, burst).await?;
         let ms = |q: f64| h.quantile(q) as f64 / 1000.0;
