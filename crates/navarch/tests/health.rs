@@ -256,7 +256,9 @@ spec:
             "-o",
             "jsonpath={.status.containerStatuses[0].ready}",
         ],
-        Duration::from_secs(10),
+        // The restart may wait out a back-off first; the new container then
+        // serves for 8 s before its index.html goes again.
+        Duration::from_secs(40),
         |s| s == "true",
     );
     assert_eq!(ready_column(&c, "liveness"), "1/1");
