@@ -33,7 +33,8 @@ pub struct App {
     pub auth: crate::auth::Authenticator,
 }
 
-fn json_response(code: StatusCode, v: &Value) -> Response {
+/// A JSON body with `code`.
+pub(crate) fn json_response(code: StatusCode, v: &Value) -> Response {
     let body = serde_json::to_vec(v).unwrap_or_default();
     (
         code,

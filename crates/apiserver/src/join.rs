@@ -121,10 +121,5 @@ pub fn node_credentials(pki: &Pki, user: &User, body: &[u8]) -> ApiResult<Respon
         "clientCert": client.cert_pem, "clientKey": client.key_pem,
         "servingCert": serving.cert_pem, "servingKey": serving.key_pem,
     });
-    Ok((
-        StatusCode::CREATED,
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        serde_json::to_vec(&out).unwrap_or_default(),
-    )
-        .into_response())
+    Ok(crate::handler::json_response(StatusCode::CREATED, &out))
 }

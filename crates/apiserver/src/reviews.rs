@@ -6,7 +6,7 @@
 //! everything), so access reviews answer `allowed: true` with that reason.
 
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{json, Value};
 
 use crate::auth::User;
@@ -62,10 +62,5 @@ pub fn review(path: &str, user: &User, headers: &HeaderMap, body: &[u8]) -> ApiR
             });
         }
     }
-    Ok((
-        StatusCode::CREATED,
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        serde_json::to_vec(&obj).unwrap_or_default(),
-    )
-        .into_response())
+    Ok(crate::handler::json_response(StatusCode::CREATED, &obj))
 }

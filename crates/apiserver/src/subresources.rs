@@ -1,26 +1,17 @@
 //! Subresources with their own shapes: scale, binding, eviction.
 
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use navarch_api::catalog::{self, Subresource};
 use navarch_api::patch::{self as p, PatchType};
 use navarch_api::selectors::LabelSelector;
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
-use crate::handler::{success_status, App};
+use crate::handler::{json_response, success_status, App};
 use crate::object::{self, meta_mut};
 use crate::registry::WriteOptions;
 use crate::request::{Query, ResourceRequest, Verb};
-
-fn json_response(code: StatusCode, v: &Value) -> Response {
-    (
-        code,
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        serde_json::to_vec(v).unwrap_or_default(),
-    )
-        .into_response()
-}
 
 /// The autoscaling/v1 Scale view of a workload.
 pub fn scale_of(obj: &Value) -> Value {
