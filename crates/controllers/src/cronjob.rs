@@ -11,7 +11,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{future, StreamExt};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -25,6 +24,7 @@ use serde_json::json;
 use crate::cronschedule::Schedule;
 use crate::events::{EventType, Recorder};
 use crate::util;
+use crate::util::DrainLogged;
 
 /// Annotation on created Jobs: the scheduled time (RFC 3339, in the schedule's zone).
 pub const SCHEDULED_TIMESTAMP: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
@@ -55,12 +55,7 @@ pub async fn run(client: Client) {
     Controller::new(cjs, watcher::Config::default())
         .owns(jobs, watcher::Config::default())
         .run(reconcile, error_policy, ctx)
-        .for_each(|r| {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "cronjob controller");
-            }
-            future::ready(())
-        })
+        .drain_logged("cronjob controller")
         .await;
 }
 

@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{future, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
@@ -30,6 +29,7 @@ use serde_json::json;
 use crate::events::{EventType, Recorder};
 use crate::revision::{self, Owner, REVISION_HASH};
 use crate::util;
+use crate::util::DrainLogged;
 
 /// Errors of one DaemonSet sync.
 #[derive(Debug, thiserror::Error)]
@@ -65,12 +65,7 @@ pub async fn run(client: Client) {
                 .collect::<Vec<_>>()
         })
         .run(reconcile, error_policy, ctx)
-        .for_each(|r| {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "daemonset controller");
-            }
-            future::ready(())
-        })
+        .drain_logged("daemonset controller")
         .await;
 }
 

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{future, stream, StreamExt, TryStreamExt};
+use futures::{stream, TryStreamExt};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
 };
@@ -26,6 +26,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::events::{EventType, Recorder};
+use crate::util::DrainLogged;
 use crate::util::{self, POD_TEMPLATE_HASH};
 
 /// Revision of a ReplicaSet (and, copied, of its Deployment).
@@ -83,12 +84,7 @@ pub async fn run(client: Client) {
         stream::select(d_triggers, rs_triggers),
         ControllerConfig::default(),
     )
-    .for_each(|r| {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "deployment controller");
-        }
-        future::ready(())
-    })
+    .drain_logged("deployment controller")
     .await;
 }
 

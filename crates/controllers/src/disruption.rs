@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{future, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
@@ -24,6 +23,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::util;
+use crate::util::DrainLogged;
 
 /// Errors of one PDB sync.
 #[derive(Debug, thiserror::Error)]
@@ -56,12 +56,7 @@ pub async fn run(client: Client) {
                 .collect::<Vec<_>>()
         })
         .run(reconcile, error_policy, Arc::new(client))
-        .for_each(|r| {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "disruption controller");
-            }
-            future::ready(())
-        })
+        .drain_logged("disruption controller")
         .await;
 }
 

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{future, stream, StreamExt, TryStreamExt};
+use futures::{future, stream, TryStreamExt};
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Node, ObjectReference, Pod, Service,
 };
@@ -36,6 +36,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::util;
+use crate::util::DrainLogged;
 
 /// Label naming the Service of an EndpointSlice.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -124,12 +125,7 @@ pub async fn run(client: Client) {
         queue,
         ControllerConfig::default(),
     )
-    .for_each(|r| {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "endpoints controller");
-        }
-        future::ready(())
-    })
+    .drain_logged("endpoints controller")
     .await;
 }
 

@@ -12,7 +12,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{future, StreamExt};
 use k8s_openapi::api::batch::v1::{Job, JobCondition, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -25,6 +24,7 @@ use serde_json::json;
 
 use crate::events::{EventType, Recorder};
 use crate::util;
+use crate::util::DrainLogged;
 
 /// Finalizer on a Job's pods until the controller has counted them.
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
@@ -79,12 +79,7 @@ pub async fn run(client: Client, cfg: JobConfig) {
     Controller::new(jobs, watcher::Config::default())
         .owns(pods, watcher::Config::default())
         .run(reconcile, error_policy, ctx)
-        .for_each(|r| {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "job controller");
-            }
-            future::ready(())
-        })
+        .drain_logged("job controller")
         .await;
 }
 

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{future, stream, StreamExt, TryStreamExt};
+use futures::{future, stream, TryStreamExt};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -26,6 +26,7 @@ use serde_json::json;
 
 use crate::events::{EventType, Recorder};
 use crate::util;
+use crate::util::DrainLogged;
 
 /// How long an unmet expectation blocks resizing before it is given up.
 const EXPECTATION_TTL: Duration = Duration::from_secs(15);
@@ -148,12 +149,7 @@ pub async fn run(client: Client) {
         queue,
         ControllerConfig::default(),
     )
-    .for_each(|r| {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "replicaset controller");
-        }
-        future::ready(())
-    })
+    .drain_logged("replicaset controller")
     .await;
 }
 

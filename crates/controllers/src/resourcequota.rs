@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{future, StreamExt};
+use crate::util::DrainLogged;
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Pod, ReplicationController, ResourceQuota, Secret, Service,
 };
@@ -51,12 +51,7 @@ pub async fn run(client: Client) {
                 .collect::<Vec<_>>()
         })
         .run(reconcile, error_policy, Arc::new(client))
-        .for_each(|r| {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "resourcequota controller");
-            }
-            future::ready(())
-        })
+        .drain_logged("resourcequota controller")
         .await;
 }
 

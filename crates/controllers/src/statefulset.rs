@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{future, StreamExt};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
@@ -26,6 +25,7 @@ use serde_json::json;
 use crate::events::{EventType, Recorder};
 use crate::revision::{self, Owner, REVISION_HASH};
 use crate::util;
+use crate::util::DrainLogged;
 
 /// Label with the pod's name.
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
@@ -56,12 +56,7 @@ pub async fn run(client: Client) {
     Controller::new(sts, watcher::Config::default())
         .owns(pods, watcher::Config::default())
         .run(reconcile, error_policy, ctx)
-        .for_each(|r| {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "statefulset controller");
-            }
-            future::ready(())
-        })
+        .drain_logged("statefulset controller")
         .await;
 }
 

@@ -259,6 +259,29 @@ pub fn tolerates(
     }
 }
 
+/// Drive a controller's output stream to its end, logging failed syncs at debug
+/// level (each controller's error policy already warns).
+pub trait DrainLogged<T, E: std::fmt::Display>:
+    futures::Stream<Item = Result<T, E>> + Sized
+{
+    fn drain_logged(self, controller: &'static str) -> impl std::future::Future<Output = ()> {
+        use futures::StreamExt;
+        self.for_each(move |r| {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "{controller}");
+            }
+            futures::future::ready(())
+        })
+    }
+}
+
+impl<S, T, E> DrainLogged<T, E> for S
+where
+    S: futures::Stream<Item = Result<T, E>>,
+    E: std::fmt::Display,
+{
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
