@@ -270,13 +270,23 @@ fn recreate_strategy_service_account_and_orphans() {
         .all(|p| p["spec"]["containers"][0]["image"] == "postgres:17"));
 
     // A bare ReplicaSet adopts a matching orphan pod and creates the rest.
+    // The orphan runs before the ReplicaSet exists, so the controller's pod
+    // cache holds it when the ReplicaSet is first synced (otherwise it would
+    // create two pods, adopt the orphan and delete a tie-ranked surplus pod).
     c.apply(
         r#"apiVersion: v1
 kind: Pod
 metadata: {name: stray, namespace: team, labels: {app: cache}}
 spec: {containers: [{name: app, image: redis}]}
----
-apiVersion: apps/v1
+"#,
+    );
+    eventually(WAIT, || {
+        let p = c.json(&["get", "pod", "stray", "-n", ns]);
+        (p["status"]["phase"] == "Running").then_some(())
+    })
+    .expect("orphan runs");
+    c.apply(
+        r#"apiVersion: apps/v1
 kind: ReplicaSet
 metadata: {name: cache, namespace: team}
 spec:
