@@ -66,6 +66,9 @@ pub struct AgentConfig {
     pub cluster_dns: Option<String>,
     /// e.g. `cluster.local`.
     pub cluster_domain: String,
+    /// `pids.max` of every pod's cgroup (the kubelet's `podPidsLimit`);
+    /// `None` leaves pods unlimited.
+    pub pod_pids_limit: Option<i64>,
 }
 
 impl AgentConfig {
@@ -80,6 +83,7 @@ impl AgentConfig {
             node_ip: None,
             cluster_dns: None,
             cluster_domain: "cluster.local".to_string(),
+            pod_pids_limit: None,
         }
     }
 }

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use navarch_runtime::{
     ContainerConfig, ContainerRuntime, ContainerState, ContainerStatus, ImageService, Mount,
-    RegistryAuth, Resources, Sandbox, SandboxConfig,
+    PodCgroupLimits, RegistryAuth, Resources, Sandbox, SandboxConfig,
 };
 
 use crate::backoff::{go_duration, Backoff};
@@ -261,6 +261,24 @@ pub fn resources(c: &Container) -> Resources {
     }
 }
 
+/// The pod cgroup's memory limit, as upstream: only when every container has
+/// a memory limit, the larger of the sum over the app containers (sidecars
+/// included) and the largest init container's.
+pub fn pod_memory_limit(spec: &k8s_openapi::api::core::v1::PodSpec) -> Option<i64> {
+    let limit = |c: &Container| resources(c).memory_limit;
+    let init = spec.init_containers.as_deref().unwrap_or_default();
+    let sidecar = |c: &&Container| c.restart_policy.as_deref() == Some("Always");
+    let mut sum = 0i64;
+    for c in spec.containers.iter().chain(init.iter().filter(sidecar)) {
+        sum = sum.checked_add(limit(c)?)?;
+    }
+    let mut max_init = 0i64;
+    for c in init.iter().filter(|c| !sidecar(c)) {
+        max_init = max_init.max(limit(c)?);
+    }
+    Some(sum.max(max_init))
+}
+
 impl Context {
     fn pod_api(&self, pod: &Pod) -> Api<Pod> {
         Api::namespaced(
@@ -439,6 +457,10 @@ impl Context {
             host_network: spec.host_network == Some(true),
             share_pid: spec.share_process_namespace == Some(true),
             cgroup_parent: format!("pod{uid}"),
+            limits: PodCgroupLimits {
+                pids_max: self.config.pod_pids_limit,
+                memory_limit: pod_memory_limit(&spec),
+            },
             labels: label_map(pod),
         };
         let s = self
@@ -1731,6 +1753,31 @@ mod tests {
         assert_eq!(r.cpu_period, Some(100_000));
         assert_eq!(r.memory_limit, Some(128 << 20));
         assert_eq!(resources(&Container::default()).cpu_shares, Some(2));
+    }
+
+    #[test]
+    fn pod_memory_limit_needs_every_container_limited() {
+        use k8s_openapi::api::core::v1::{PodSpec, ResourceRequirements};
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let limited = |mem: &str| Container {
+            resources: Some(ResourceRequirements {
+                limits: Some([("memory".to_string(), Quantity(mem.into()))].into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut spec = PodSpec {
+            containers: vec![limited("64Mi"), limited("32Mi")],
+            init_containers: Some(vec![limited("128Mi")]),
+            ..Default::default()
+        };
+        assert_eq!(pod_memory_limit(&spec), Some(128 << 20));
+        let mut sidecar = limited("100Mi");
+        sidecar.restart_policy = Some("Always".into());
+        spec.init_containers = Some(vec![limited("16Mi"), sidecar]);
+        assert_eq!(pod_memory_limit(&spec), Some(196 << 20));
+        spec.containers.push(Container::default());
+        assert_eq!(pod_memory_limit(&spec), None);
     }
 
     #[test]

@@ -84,6 +84,7 @@ async fn agent_end_to_end() {
             host_network: false,
             share_pid: false,
             cgroup_parent: String::new(),
+            limits: Default::default(),
             labels: Default::default(),
         })
         .await

@@ -113,6 +113,7 @@ async fn serves_logs_to_authenticated_clients_only() {
             host_network: false,
             share_pid: false,
             cgroup_parent: String::new(),
+            limits: Default::default(),
             labels: Default::default(),
         })
         .await
@@ -220,6 +221,7 @@ async fn follows_a_running_container() {
             host_network: false,
             share_pid: false,
             cgroup_parent: String::new(),
+            limits: Default::default(),
             labels: Default::default(),
         })
         .await

@@ -64,6 +64,10 @@ struct AgentArgs {
     /// Port of the agent's HTTPS endpoint (logs, exec).
     #[arg(long, default_value_t = 10250)]
     agent_port: u16,
+    /// Largest number of processes (and threads) in one pod, all containers
+    /// together: the pod cgroup's `pids.max` (`-1`: unlimited).
+    #[arg(long, default_value_t = 4096, allow_negative_numbers = true)]
+    pod_max_pids: i64,
     /// Pod networking: `bridge` or `none` (see `navarch server --help`).
     #[arg(long, default_value = "none", value_parser = ["bridge", "none"])]
     pod_network: String,
@@ -120,6 +124,10 @@ struct ServerArgs {
     /// Port of the local node agent's HTTPS endpoint (logs, exec).
     #[arg(long, default_value_t = 10250)]
     agent_port: u16,
+    /// Largest number of processes (and threads) in one pod, all containers
+    /// together: the pod cgroup's `pids.max` (`-1`: unlimited).
+    #[arg(long, default_value_t = 4096, allow_negative_numbers = true)]
+    pod_max_pids: i64,
     /// Pod networking: `bridge` (one IP per pod on a node bridge, service proxy,
     /// cluster DNS) or `none` (pods get a network namespace with loopback only).
     #[arg(long, default_value = "none", value_parser = ["bridge", "none"])]
@@ -265,6 +273,7 @@ struct NodeSetup {
     serving: (PathBuf, PathBuf),
     client_ca: PathBuf,
     bridge_network: bool,
+    pod_pids_limit: Option<i64>,
 }
 
 /// Runtime (runc), image store and node agent.
@@ -278,6 +287,7 @@ fn spawn_node(setup: NodeSetup, client: kube::Client) -> anyhow::Result<()> {
     cfg.client_ca = Some(setup.client_ca);
     cfg.listen_port = setup.agent_port;
     cfg.node_ip = setup.node_ip;
+    cfg.pod_pids_limit = setup.pod_pids_limit;
     let network: Option<Arc<dyn navarch_agent::sync::NetworkPlugin>> = if setup.bridge_network {
         cfg.cluster_dns = Some("10.43.0.10".to_string());
         Some(Arc::new(netplugin::BridgePlugin::start(
@@ -328,6 +338,7 @@ fn start_agent(
             serving: (cert, key),
             client_ca: running.pki.dir.join("ca.crt"),
             bridge_network: args.pod_network == "bridge",
+            pod_pids_limit: (args.pod_max_pids > 0).then_some(args.pod_max_pids),
         },
         client,
     )
@@ -375,6 +386,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             serving: (files[3].clone(), files[4].clone()),
             client_ca: files[0].clone(),
             bridge_network: args.pod_network == "bridge",
+            pod_pids_limit: (args.pod_max_pids > 0).then_some(args.pod_max_pids),
         },
         client,
     )?;

@@ -431,3 +431,69 @@ spec:
         |s| s == "600m 1 1",
     );
 }
+
+/// The pod cgroup file `name` (cgroup v1 or v2 layout), as the node sees it.
+fn pod_cgroup_file(uid: &str, controller: &str, name: &str) -> Option<String> {
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let path = if v2 {
+        format!("/sys/fs/cgroup/pod{uid}/{name}")
+    } else {
+        format!("/sys/fs/cgroup/{controller}/pod{uid}/{name}")
+    };
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+#[test]
+fn pod_cgroup_limits_pids_and_memory() {
+    let c = Cluster::start_with_node_args(&["--pod-max-pids", "40"]);
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    // Two containers share the pod's budget of 40 processes: the first takes
+    // 25, so the second (which waits for it) cannot fork 25 more (and its
+    // shell exits on the failed fork).
+    c.apply(&pod_manifest(
+        "forks",
+        &format!(
+            r#"  terminationGracePeriodSeconds: 1
+  containers:
+  - name: a
+    image: {TEST_IMAGE}
+    command: ["sh", "-c", "i=0; while [ $i -lt 25 ]; do sleep 3600 & i=$((i+1)); done; echo a-started; sleep 3600"]
+    resources: {{limits: {{memory: 64Mi}}}}
+  - name: b
+    image: {TEST_IMAGE}
+    command: ["sh", "-c", "sleep 3; i=0; while [ $i -lt 25 ]; do sleep 3600 & i=$((i+1)); done; sleep 3600"]
+    resources: {{limits: {{memory: 32Mi}}}}
+"#
+        ),
+    ));
+    c.wait_for(
+        &["logs", "forks", "-c", "b"],
+        Duration::from_secs(60),
+        |out| out.contains("can't fork"),
+    );
+    let a = c.ok(&["logs", "forks", "-c", "a"]);
+    assert!(a.contains("a-started") && !a.contains("can't fork"), "{a}");
+
+    let uid = jsonpath(&c, "forks", "{.metadata.uid}");
+    assert_eq!(
+        pod_cgroup_file(&uid, "pids", "pids.max").as_deref(),
+        Some("40")
+    );
+    let current: u32 = pod_cgroup_file(&uid, "pids", "pids.current")
+        .and_then(|s| s.parse().ok())
+        .expect("pids.current");
+    assert!((26..=40).contains(&current), "pids.current {current}");
+    // Every container has a memory limit: the pod cgroup holds their sum.
+    let mem = if v2 {
+        pod_cgroup_file(&uid, "memory", "memory.max")
+    } else {
+        pod_cgroup_file(&uid, "memory", "memory.limit_in_bytes")
+    };
+    assert_eq!(mem.as_deref(), Some((96u64 << 20).to_string().as_str()));
+
+    // Deleting the pod removes its cgroups.
+    c.ok(&["delete", "pod", "forks", "--wait=true", "--timeout=60s"]);
+    assert_eq!(pod_cgroup_file(&uid, "pids", "pids.max"), None);
+}

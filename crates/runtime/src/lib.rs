@@ -131,6 +131,8 @@ pub struct SandboxConfig {
     pub share_pid: bool,
     /// Cgroup parent for the pod (pod-level limits), relative to the runtime's root.
     pub cgroup_parent: String,
+    /// Limits on the pod cgroup as a whole (pids, memory).
+    pub limits: PodCgroupLimits,
     pub labels: BTreeMap<String, String>,
 }
 
@@ -262,6 +264,7 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     }
 }
 
+mod cgroup;
 mod config;
 mod cri_log;
 mod digest;
@@ -274,6 +277,7 @@ mod shim;
 mod spec;
 mod sys;
 
+pub use cgroup::{CgroupLayout, PodCgroupLimits};
 pub use config::RuntimeConfig;
 pub use cri_log::{CriLogWriter, LogStream};
 pub use exec::{ExecProcess, ExecReader, ExecRequest, ExecWriter, TerminalResizer};

@@ -285,6 +285,14 @@ impl crate::ContainerRuntime for RuncRuntime {
                 let _ = std::fs::remove_dir_all(&dir);
                 return Err(RuntimeError::Create(format!("sandbox /dev/shm: {e}")));
             }
+            let layout = crate::cgroup::CgroupLayout::detect(Path::new("/sys/fs/cgroup"));
+            if let Err(e) = layout.apply(&c.cgroup_parent, &c.limits) {
+                let _ = crate::sys::umount_detach(&shm);
+                let _ = remove_namespaces(&ns_dir);
+                let _ = std::fs::remove_dir_all(&dir);
+                remove_pod_cgroups(&c.cgroup_parent);
+                return Err(RuntimeError::Create(format!("pod cgroup: {e}")));
+            }
             let p = |on: bool, n: &str| on.then(|| ns_dir.join(n));
             let meta = SandboxMeta {
                 id: id.clone(),

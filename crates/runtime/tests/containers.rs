@@ -18,6 +18,7 @@ fn sandbox_config(name: &str) -> SandboxConfig {
         host_network: false,
         share_pid: false,
         cgroup_parent: format!("navarch-test/pod-{name}-{}", std::process::id()),
+        limits: Default::default(),
         labels: BTreeMap::new(),
     }
 }

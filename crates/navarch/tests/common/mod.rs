@@ -13,6 +13,8 @@ pub struct Cluster {
     pub port: u16,
     /// The local node agent's port, when the server runs one.
     pub agent_port: Option<u16>,
+    /// Extra `navarch server` flags (kept across restarts).
+    extra_args: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -46,12 +48,17 @@ pub fn navarch_bin() -> PathBuf {
 impl Cluster {
     /// A control plane without a node (API, controllers, scheduler).
     pub fn start() -> Cluster {
-        Self::start_with(false)
+        Self::start_with(false, &[])
     }
 
     /// A control plane plus the local node agent running real containers (needs root).
     pub fn start_with_node() -> Cluster {
-        let c = Self::start_with(true);
+        Self::start_with_node_args(&[])
+    }
+
+    /// `start_with_node` with extra `navarch server` flags.
+    pub fn start_with_node_args(extra: &[&str]) -> Cluster {
+        let c = Self::start_with(true, extra);
         let ok = eventually(Duration::from_secs(30), || {
             let out = c.kubectl(&[
                 "get",
@@ -71,7 +78,7 @@ impl Cluster {
         c
     }
 
-    fn start_with(node: bool) -> Cluster {
+    fn start_with(node: bool, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = tempfile::tempdir().expect("tempdir");
         let agent_port = node.then(free_port);
@@ -86,6 +93,7 @@ impl Cluster {
             cache,
             port: free_port(),
             agent_port,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
         };
         c.spawn();
         c
@@ -105,6 +113,7 @@ impl Cluster {
             }
         }
         let child = cmd
+            .args(&self.extra_args)
             .arg("--data-dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
