@@ -7,15 +7,26 @@
 //! Failed, reason `Evicted` and upstream's message, and an `Evicted` event; its
 //! worker then sees the terminal phase and stops its containers.
 //!
+//!
+//! Image garbage collection runs in the same loop, as the kubelet's image GC
+//! manager: when the image filesystem is 85% full
+//! ([`navarch_runtime::ImageGcPolicy`]), unused images are removed, least
+//! recently used first, until it is 80% full ([`collect_images`]). Under
+//! `ephemeral-storage` pressure the agent first reclaims unused images (as the
+//! kubelet's node-level reclaim) and evicts a pod only if that was not enough.
+//!
 //! Not done: ranking by actual usage above requests (needs per-pod cgroup
-//! stats), soft thresholds and grace periods, inode and image-fs signals,
-//! PID pressure.
+//! stats), soft thresholds and grace periods, inode signals, PID pressure.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use navarch_runtime::{
+    ContainerRuntime, ContainerStatus, ImageGcPolicy, ImageGcReport, ImageService, RuntimeError,
+};
 
 use crate::events::{pod_ref, EventType, Recorder};
 use crate::host::HostInfo;
@@ -114,20 +125,155 @@ pub fn rank(pods: &[Pod]) -> Vec<&Pod> {
     v
 }
 
-/// Watch for pressure until the process ends.
-pub async fn run(client: kube::Client, config: Arc<AgentConfig>, recorder: Recorder) {
+/// Image IDs and references of every container the runtime holds (running
+/// or exited): the images garbage collection must keep.
+pub fn images_in_use(containers: &[ContainerStatus]) -> HashSet<String> {
+    containers
+        .iter()
+        .flat_map(|c| [c.image_id.clone(), c.image.clone()])
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// One image garbage collection: how much was asked for and what was done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageGcOutcome {
+    /// Bytes the collection had to free.
+    pub wanted: u64,
+    /// What it removed and freed.
+    pub report: ImageGcReport,
+}
+
+impl ImageGcOutcome {
+    /// Upstream's `ImageGCFailed` message when too little could be freed.
+    pub fn failure_message(&self) -> Option<String> {
+        (self.report.freed_bytes < self.wanted).then(|| {
+            format!(
+                "Failed to garbage collect required amount of images. Attempted to free {} bytes, but only found {} bytes eligible to free.",
+                self.wanted, self.report.freed_bytes
+            )
+        })
+    }
+}
+
+/// Free `bytes` of unused images (images of the runtime's containers are in
+/// use).
+pub async fn free_image_bytes(
+    images: &dyn ImageService,
+    runtime: &dyn ContainerRuntime,
+    bytes: u64,
+) -> Result<ImageGcOutcome, RuntimeError> {
+    let in_use = images_in_use(&runtime.list_containers().await?);
+    let report = images.garbage_collect(&in_use, bytes).await?;
+    Ok(ImageGcOutcome {
+        wanted: bytes,
+        report,
+    })
+}
+
+/// Image GC by `policy`: `None` when the image filesystem is below the high
+/// threshold (or its usage is unknown), else what was freed to bring it down
+/// to the low threshold.
+pub async fn collect_images(
+    images: &dyn ImageService,
+    runtime: &dyn ContainerRuntime,
+    policy: &ImageGcPolicy,
+) -> Result<Option<ImageGcOutcome>, RuntimeError> {
+    let Some(usage) = images.image_fs_usage().await? else {
+        return Ok(None);
+    };
+    let Some(bytes) = policy.bytes_to_free(usage) else {
+        return Ok(None);
+    };
+    free_image_bytes(images, runtime, bytes).await.map(Some)
+}
+
+/// Bytes to free for the `ephemeral-storage` threshold to hold again.
+pub fn nodefs_shortfall(host: &HostInfo, t: &Thresholds) -> u64 {
+    let min_free = (host.ephemeral_bytes as f64 * t.nodefs_available) as u64;
+    min_free.saturating_sub(host.ephemeral_available)
+}
+
+/// The Node as the object of node-level events.
+fn node_ref(node: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".to_string()),
+        kind: Some("Node".to_string()),
+        name: Some(node.to_string()),
+        uid: Some(node.to_string()),
+        ..Default::default()
+    }
+}
+
+/// After a collection that freed too little, the next threshold-driven one
+/// waits this long (the kubelet's image GC period).
+const IMAGE_GC_RETRY: Duration = Duration::from_secs(300);
+
+/// Watch for pressure until the process ends; garbage-collect images on the
+/// way (see the module docs).
+pub async fn run(
+    client: kube::Client,
+    config: Arc<AgentConfig>,
+    recorder: Recorder,
+    images: Arc<dyn ImageService>,
+    runtime: Arc<dyn ContainerRuntime>,
+) {
     let t = Thresholds::default();
+    let policy = ImageGcPolicy::default();
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_image_gc = tokio::time::Instant::now();
+    let report_gc = |outcome: &ImageGcOutcome| {
+        if let Some(msg) = outcome.failure_message() {
+            tracing::warn!("{msg}");
+            recorder.record(
+                node_ref(&config.node_name),
+                EventType::Warning,
+                "ImageGCFailed",
+                msg,
+            );
+        }
+    };
     loop {
         tick.tick().await;
+        if tokio::time::Instant::now() >= next_image_gc {
+            match collect_images(images.as_ref(), runtime.as_ref(), &policy).await {
+                Ok(Some(outcome)) => {
+                    report_gc(&outcome);
+                    if outcome.failure_message().is_some() {
+                        next_image_gc = tokio::time::Instant::now() + IMAGE_GC_RETRY;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "image garbage collection failed"),
+            }
+        }
         let root = config.root.clone();
-        let Ok(host) = tokio::task::spawn_blocking(move || HostInfo::read(&root)).await else {
+        let Ok(mut host) = tokio::task::spawn_blocking(move || HostInfo::read(&root)).await else {
             continue;
         };
-        let Some(p) = pressure(&host, &t) else {
+        let Some(mut p) = pressure(&host, &t) else {
             continue;
         };
+        if p.resource == "ephemeral-storage" {
+            // Node-level reclaim first: unused images.
+            let wanted = nodefs_shortfall(&host, &t);
+            match free_image_bytes(images.as_ref(), runtime.as_ref(), wanted).await {
+                Ok(outcome) if outcome.report.freed_bytes > 0 => {
+                    let root = config.root.clone();
+                    if let Ok(h) = tokio::task::spawn_blocking(move || HostInfo::read(&root)).await
+                    {
+                        host = h;
+                    }
+                    match pressure(&host, &t) {
+                        Some(again) => p = again,
+                        None => continue,
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "image garbage collection failed"),
+            }
+        }
         let api: Api<Pod> = Api::all(client.clone());
         let lp = ListParams::default().fields(&format!("spec.nodeName={}", config.node_name));
         let pods = match api.list(&lp).await {
@@ -230,5 +376,145 @@ mod tests {
             .map(|p| p.metadata.name.clone().unwrap_or_default())
             .collect();
         assert_eq!(names, vec!["besteffort", "besteffort-high", "guaranteed"]);
+    }
+
+    /// An image service whose filesystem usage is injected and whose garbage
+    /// collections are recorded (each frees `frees` bytes).
+    struct FakeImages {
+        usage: Option<navarch_runtime::FsUsage>,
+        frees: u64,
+        calls: parking_lot::Mutex<Vec<(HashSet<String>, u64)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl ImageService for FakeImages {
+        async fn pull(
+            &self,
+            r: &str,
+            _: &std::collections::BTreeMap<String, navarch_runtime::RegistryAuth>,
+            _: Option<&(dyn Fn(navarch_runtime::PullProgress) + Send + Sync)>,
+        ) -> navarch_runtime::Result<navarch_runtime::Image> {
+            Err(RuntimeError::InvalidReference(r.into()))
+        }
+        async fn get(&self, _: &str) -> navarch_runtime::Result<Option<navarch_runtime::Image>> {
+            Ok(None)
+        }
+        async fn import(
+            &self,
+            _: &std::path::Path,
+        ) -> navarch_runtime::Result<Vec<navarch_runtime::Image>> {
+            Ok(Vec::new())
+        }
+        async fn list(&self) -> navarch_runtime::Result<Vec<navarch_runtime::Image>> {
+            Ok(Vec::new())
+        }
+        async fn remove(&self, _: &str) -> navarch_runtime::Result<()> {
+            Ok(())
+        }
+        async fn image_fs_usage(
+            &self,
+        ) -> navarch_runtime::Result<Option<navarch_runtime::FsUsage>> {
+            Ok(self.usage)
+        }
+        async fn garbage_collect(
+            &self,
+            in_use: &HashSet<String>,
+            bytes: u64,
+        ) -> navarch_runtime::Result<ImageGcReport> {
+            self.calls.lock().push((in_use.clone(), bytes));
+            Ok(ImageGcReport {
+                removed: vec!["sha256:old".into()],
+                freed_bytes: self.frees,
+            })
+        }
+    }
+
+    fn images(capacity: u64, available: u64, frees: u64) -> FakeImages {
+        FakeImages {
+            usage: Some(navarch_runtime::FsUsage {
+                capacity_bytes: capacity,
+                available_bytes: available,
+            }),
+            frees,
+            calls: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn image_gc_follows_the_image_filesystem_thresholds() {
+        let rt = crate::testrt::FakeRuntime::new(true);
+        let policy = ImageGcPolicy::default();
+        let gib = 1u64 << 30;
+        // 84% full: nothing happens.
+        let below = images(100 * gib, 16 * gib, 0);
+        assert_eq!(
+            collect_images(&below, rt.as_ref(), &policy).await.unwrap(),
+            None
+        );
+        assert!(below.calls.lock().is_empty());
+        // Unknown usage: nothing either.
+        let unknown = FakeImages {
+            usage: None,
+            ..images(0, 0, 0)
+        };
+        assert_eq!(
+            collect_images(&unknown, rt.as_ref(), &policy)
+                .await
+                .unwrap(),
+            None
+        );
+        // 90% full: free down to 80%, i.e. 10 GiB.
+        let above = images(100 * gib, 10 * gib, 10 * gib);
+        let outcome = collect_images(&above, rt.as_ref(), &policy)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(outcome.wanted, 10 * gib);
+        assert_eq!(outcome.report.freed_bytes, 10 * gib);
+        assert_eq!(outcome.failure_message(), None);
+        assert_eq!(above.calls.lock().as_slice(), &[(HashSet::new(), 10 * gib)]);
+        // Too little eligible: upstream's ImageGCFailed message.
+        let stuck = images(100 * gib, 0, 5);
+        let outcome = collect_images(&stuck, rt.as_ref(), &policy)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            outcome.failure_message().unwrap(),
+            format!(
+                "Failed to garbage collect required amount of images. Attempted to free {} bytes, but only found 5 bytes eligible to free.",
+                20 * gib
+            )
+        );
+    }
+
+    #[test]
+    fn images_of_all_containers_are_in_use() {
+        let status = |image: &str, image_id: &str| ContainerStatus {
+            id: "c".into(),
+            sandbox_id: "s".into(),
+            name: "n".into(),
+            attempt: 0,
+            image: image.into(),
+            image_id: image_id.into(),
+            state: navarch_runtime::ContainerState::Unknown,
+            created_at: chrono::Utc::now(),
+            started_at: None,
+            pid: None,
+            log_path: "/x".into(),
+            labels: Default::default(),
+        };
+        let used = images_in_use(&[status("sha256:a", "sha256:a"), status("busybox", "")]);
+        let want: HashSet<String> = ["sha256:a".to_string(), "busybox".to_string()].into();
+        assert_eq!(used, want);
+    }
+
+    #[test]
+    fn nodefs_shortfall_is_what_the_threshold_needs() {
+        let t = Thresholds::default();
+        assert_eq!(nodefs_shortfall(&host(1 << 30, 50 << 30), &t), 0);
+        let h = host(1 << 30, 4 << 30);
+        assert_eq!(nodefs_shortfall(&h, &t), (10u64 << 30) - (4 << 30));
+        assert_eq!(node_ref("n1").kind.as_deref(), Some("Node"));
     }
 }

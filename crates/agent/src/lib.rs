@@ -143,6 +143,8 @@ pub async fn run_with_network(
         client.clone(),
         config.clone(),
         recorder.clone(),
+        images.clone(),
+        runtime.clone(),
     ));
     if let Some((cert, key)) = &config.server_tls {
         let tls = logs::server_config(cert, key, config.client_ca.as_deref())?;

@@ -36,6 +36,12 @@ pub trait NetworkPlugin: Send + Sync + 'static {
     async fn setup(&self, pod: &Pod, sandbox: &Sandbox) -> Result<Vec<String>, String>;
     /// Tear it down (best effort).
     async fn teardown(&self, pod_uid: &str, sandbox: &Sandbox);
+    /// The service environment variables (`WEB_SERVICE_HOST`, ...) of a
+    /// container of `pod` starting now; the container's own `env` wins over
+    /// them. None by default.
+    async fn service_env(&self, _pod: &Pod) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// Everything a sync needs; shared by all workers.
@@ -130,6 +136,8 @@ fn crc32(data: &[u8]) -> u32 {
 }
 
 const HASH_LABEL: &str = "io.navarch.container.hash";
+/// How soon a pod whose network setup failed (e.g. no free pod IP) is retried.
+const NETWORK_RETRY: Duration = Duration::from_secs(3);
 
 fn pod_full_name(pod: &Pod) -> String {
     format!(
@@ -472,6 +480,22 @@ impl Context {
         Ok(s)
     }
 
+    /// The pod's IPs: from the network plugin, or the node's IP for
+    /// hostNetwork pods and nodes without a plugin.
+    async fn pod_network(&self, pod: &Pod, sb: &Sandbox) -> Result<Vec<String>, String> {
+        let host_network = pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
+        match &self.network {
+            Some(net) if !host_network => {
+                let ips = net.setup(pod, sb).await?;
+                if ips.is_empty() {
+                    return Err("the network plugin returned no IP".to_string());
+                }
+                Ok(ips)
+            }
+            _ => Ok(vec![self.node_ip.clone()]),
+        }
+    }
+
     async fn sync_running(&self, uid: &str, pod: &Pod, st: &mut PodState) -> Next {
         st.terminated = false;
         let spec = pod.spec.clone().unwrap_or_default();
@@ -501,23 +525,23 @@ impl Context {
             match self.ensure_sandbox(uid, pod, st).await {
                 Ok(sb) => {
                     if st.pod_ips.is_empty() {
-                        st.pod_ips = match (&self.network, spec.host_network == Some(true)) {
-                            (Some(net), false) => match net.setup(pod, &sb).await {
-                                Ok(ips) if !ips.is_empty() => ips,
-                                Ok(_) => vec![self.node_ip.clone()],
-                                Err(e) => {
-                                    self.event(
-                                        pod,
-                                        None,
-                                        EventType::Warning,
-                                        "FailedCreatePodSandBox",
-                                        format!("Failed to set up pod network: {e}"),
-                                    );
-                                    vec![self.node_ip.clone()]
-                                }
-                            },
-                            _ => vec![self.node_ip.clone()],
-                        };
+                        match self.pod_network(pod, &sb).await {
+                            Ok(ips) => st.pod_ips = ips,
+                            Err(e) => {
+                                // As upstream: the sandbox is not ready, the pod
+                                // stays ContainerCreating and the setup is
+                                // retried; the pod never runs without its IP.
+                                self.event(
+                                    pod,
+                                    None,
+                                    EventType::Warning,
+                                    "FailedCreatePodSandBox",
+                                    format!("Failed to create pod sandbox: failed to set up pod network: {e}"),
+                                );
+                                ready_to_run = false;
+                                set_next(Instant::now() + NETWORK_RETRY);
+                            }
+                        }
                     }
                 }
                 Err(e) => {
@@ -825,7 +849,8 @@ impl Context {
                 .iter()
                 .map(|c| (c.name.clone(), view(c)))
                 .collect(),
-            sandbox_ready: st.sandbox.is_some(),
+            // A sandbox whose network is not set up is not ready.
+            sandbox_ready: st.sandbox.is_some() && !st.pod_ips.is_empty(),
             host_ips: vec![self.node_ip.clone()],
             pod_ips: if st.pod_ips.is_empty() {
                 Vec::new()
@@ -970,6 +995,12 @@ impl Context {
                 env.push((k.to_string(), v.to_string()));
             }
         }
+        if let Some(net) = &self.network {
+            for (k, v) in net.service_env(pod).await {
+                env.retain(|(ek, _)| ek != &k);
+                env.push((k, v));
+            }
+        }
         match crate::env::container_env(pod, c, cache, self.allocatable).await {
             Ok(vars) => {
                 for (k, v) in vars {
@@ -1075,6 +1106,24 @@ impl Context {
             }),
         };
         let caps = sc.capabilities.clone().unwrap_or_default();
+        let seccomp = match navarch_runtime::SeccompProfile::from_types(
+            sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+            psc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = e.to_string();
+                self.event(
+                    pod,
+                    field,
+                    EventType::Warning,
+                    "Failed",
+                    format!("Error: {msg}"),
+                );
+                fail(st, "CreateContainerConfigError", msg);
+                return Some(Instant::now() + Duration::from_secs(5));
+            }
+        };
         let mut lbl = label_map(pod);
         lbl.insert(labels::CONTAINER_NAME.to_string(), c.name.clone());
         lbl.insert(labels::ATTEMPT.to_string(), attempt.to_string());
@@ -1098,6 +1147,7 @@ impl Context {
             add_capabilities: caps.add.unwrap_or_default(),
             drop_capabilities: caps.drop.unwrap_or_default(),
             no_new_privileges: sc.allow_privilege_escalation == Some(false),
+            seccomp,
             tty: c.tty == Some(true),
             stdin: c.stdin == Some(true),
             log_path: dir.log(&c.name, attempt),

@@ -2,10 +2,14 @@
 //! a /24 out of the cluster CIDR (default 10.42.0.0/16). The agent's pod
 //! network reads it. When the range is exhausted the Node gets a Warning event
 //! (`CIDRNotAvailable`) and is retried; nothing crashes.
+//!
+//! `navarch server --cluster-cidr C --node-cidr-mask-size N` calls
+//! [`configure`] before the controllers start; [`run`] then carves /N subnets
+//! out of C.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -81,6 +85,45 @@ impl SubnetAllocator {
     }
 }
 
+/// The range and subnet size [`run`] uses, set once by [`configure`].
+static CONFIG: OnceLock<(String, u8)> = OnceLock::new();
+
+/// A bad `--cluster-cidr` / `--node-cidr-mask-size` pair.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The pair does not describe subnets of an IPv4 range.
+    #[error(
+        "invalid node IPAM settings: cluster CIDR {cidr:?} with /{prefix} per node \
+         (need an IPv4 CIDR and a node mask size between its prefix and 30)"
+    )]
+    Invalid {
+        /// The cluster CIDR given.
+        cidr: String,
+        /// The node mask size given.
+        prefix: u8,
+    },
+    /// [`configure`] was called before with other settings.
+    #[error("node IPAM is already configured with {0}")]
+    AlreadySet(String),
+}
+
+/// Set the cluster CIDR and per-node prefix length [`run`] uses (once per
+/// process, before the controllers start).
+pub fn configure(cluster_cidr: &str, node_prefix: u8) -> Result<(), ConfigError> {
+    if SubnetAllocator::new(cluster_cidr, node_prefix).is_none() {
+        return Err(ConfigError::Invalid {
+            cidr: cluster_cidr.to_string(),
+            prefix: node_prefix,
+        });
+    }
+    let want = (cluster_cidr.to_string(), node_prefix);
+    let got = CONFIG.get_or_init(|| want.clone());
+    if *got != want {
+        return Err(ConfigError::AlreadySet(format!("{}, /{}", got.0, got.1)));
+    }
+    Ok(())
+}
+
 struct Ctx {
     client: Client,
     nodes: Store<Node>,
@@ -90,15 +133,24 @@ struct Ctx {
     recorder: Recorder,
 }
 
-/// Run the controller with the default cluster CIDR until the process ends.
+/// Run the controller with the [`configure`]d range (default: /24s of
+/// 10.42.0.0/16) until the process ends.
 pub async fn run(client: Client) {
-    run_with(client, DEFAULT_CLUSTER_CIDR).await;
+    match CONFIG.get() {
+        Some((cidr, prefix)) => run_with_prefix(client, cidr, *prefix).await,
+        None => run_with(client, DEFAULT_CLUSTER_CIDR).await,
+    }
 }
 
 /// Run the controller carving /24s out of `cluster_cidr`.
 pub async fn run_with(client: Client, cluster_cidr: &str) {
-    let Some(alloc) = SubnetAllocator::new(cluster_cidr, NODE_PREFIX) else {
-        tracing::error!(cluster_cidr, "nodeipam: bad cluster CIDR");
+    run_with_prefix(client, cluster_cidr, NODE_PREFIX).await;
+}
+
+/// Run the controller carving `/node_prefix` subnets out of `cluster_cidr`.
+pub async fn run_with_prefix(client: Client, cluster_cidr: &str, node_prefix: u8) {
+    let Some(alloc) = SubnetAllocator::new(cluster_cidr, node_prefix) else {
+        tracing::error!(cluster_cidr, node_prefix, "nodeipam: bad cluster CIDR");
         return;
     };
     let api: Api<Node> = Api::all(client.clone());
@@ -160,7 +212,8 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 EventType::Warning,
                 "CIDRNotAvailable",
                 &format!(
-                    "Node {name} status is now: CIDRNotAvailable (no free /{NODE_PREFIX} left)"
+                    "Node {name} status is now: CIDRNotAvailable (no free /{} left)",
+                    ctx.alloc.sub_prefix
                 ),
             )
             .await;
@@ -192,5 +245,25 @@ mod tests {
         assert_eq!(small.first_free(&used), None);
         assert!(SubnetAllocator::new("10.42.0.0/25", 24).is_none());
         assert!(SubnetAllocator::new("bogus", 24).is_none());
+        let tiny = SubnetAllocator::new("10.42.0.0/16", 30).unwrap();
+        assert_eq!(tiny.subnet(1), "10.42.0.4/30");
+    }
+
+    #[test]
+    fn configure_validates_and_is_set_once() {
+        assert!(matches!(
+            configure("10.42.0.0/16", 31),
+            Err(ConfigError::Invalid { .. })
+        ));
+        assert!(matches!(
+            configure("nope", 24),
+            Err(ConfigError::Invalid { .. })
+        ));
+        configure("10.42.0.0/16", 28).unwrap();
+        configure("10.42.0.0/16", 28).unwrap();
+        assert!(matches!(
+            configure("10.44.0.0/16", 24),
+            Err(ConfigError::AlreadySet(_))
+        ));
     }
 }

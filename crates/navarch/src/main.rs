@@ -69,8 +69,12 @@ struct AgentArgs {
     #[arg(long, default_value_t = 4096, allow_negative_numbers = true)]
     pod_max_pids: i64,
     /// Pod networking: `bridge` or `none` (see `navarch server --help`).
-    #[arg(long, default_value = "none", value_parser = ["bridge", "none"])]
+    #[arg(long, default_value = "bridge", value_parser = ["bridge", "none"])]
     pod_network: String,
+    /// The cluster's pod range: the server's `--cluster-cidr` (traffic inside it
+    /// is not masqueraded).
+    #[arg(long, default_value = navarch_network::CLUSTER_CIDR)]
+    cluster_cidr: navarch_network::cidr::Ipv4Cidr,
     /// The address other machines reach this node at (default: detected).
     #[arg(long)]
     node_ip: Option<String>,
@@ -129,9 +133,16 @@ struct ServerArgs {
     #[arg(long, default_value_t = 4096, allow_negative_numbers = true)]
     pod_max_pids: i64,
     /// Pod networking: `bridge` (one IP per pod on a node bridge, service proxy,
-    /// cluster DNS) or `none` (pods get a network namespace with loopback only).
-    #[arg(long, default_value = "none", value_parser = ["bridge", "none"])]
+    /// cluster DNS) or `none` (pods get a network namespace with loopback only
+    /// and report the node's IP). One node per host runs `bridge`.
+    #[arg(long, default_value = "bridge", value_parser = ["bridge", "none"])]
     pod_network: String,
+    /// The pod range every node's podCIDR is carved from.
+    #[arg(long, default_value = navarch_network::CLUSTER_CIDR)]
+    cluster_cidr: navarch_network::cidr::Ipv4Cidr,
+    /// Prefix length of each node's podCIDR (24: 253 pods per node).
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u8).range(8..=30))]
+    node_cidr_mask_size: u8,
     /// Do not run the scheduler in this process.
     #[arg(long)]
     disable_scheduler: bool,
@@ -209,6 +220,10 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let running = navarch_apiserver::start(cfg, store).await?;
     let client = navarch_controllers::client_from_kubeconfig(&running.kubeconfig).await?;
     if !args.disable_controllers {
+        navarch_controllers::nodeipam::configure(
+            &args.cluster_cidr.to_string(),
+            args.node_cidr_mask_size,
+        )?;
         navarch_controllers::spawn_all(client.clone());
     }
     if !args.disable_scheduler {
@@ -272,7 +287,8 @@ struct NodeSetup {
     node_ip: Option<String>,
     serving: (PathBuf, PathBuf),
     client_ca: PathBuf,
-    bridge_network: bool,
+    /// The cluster's pod range when the node runs the bridge network.
+    bridge_network: Option<navarch_network::cidr::Ipv4Cidr>,
     pod_pids_limit: Option<i64>,
 }
 
@@ -288,15 +304,23 @@ fn spawn_node(setup: NodeSetup, client: kube::Client) -> anyhow::Result<()> {
     cfg.listen_port = setup.agent_port;
     cfg.node_ip = setup.node_ip;
     cfg.pod_pids_limit = setup.pod_pids_limit;
-    let network: Option<Arc<dyn navarch_agent::sync::NetworkPlugin>> = if setup.bridge_network {
-        cfg.cluster_dns = Some("10.43.0.10".to_string());
-        Some(Arc::new(netplugin::BridgePlugin::start(
-            client.clone(),
-            cfg.node_name.clone(),
-            setup.data_dir.join("network"),
-        )))
-    } else {
-        None
+    let network: Option<Arc<dyn navarch_agent::sync::NetworkPlugin>> = match setup.bridge_network {
+        Some(cluster_cidr) => {
+            // Fails at once when another node on this host runs the bridge.
+            let lock = navarch_network::host::HostLock::acquire(
+                &navarch_network::exec::NodeNs::host(),
+                &setup.data_dir,
+            )?;
+            cfg.cluster_dns = Some(navarch_network::CLUSTER_DNS_IP.to_string());
+            Some(Arc::new(netplugin::BridgePlugin::start(
+                client.clone(),
+                cfg.node_name.clone(),
+                setup.data_dir.clone(),
+                cluster_cidr,
+                lock,
+            )))
+        }
+        None => None,
     };
     let data_dir = setup.data_dir;
     tokio::spawn(async move {
@@ -337,7 +361,7 @@ fn start_agent(
             node_ip: None,
             serving: (cert, key),
             client_ca: running.pki.dir.join("ca.crt"),
-            bridge_network: args.pod_network == "bridge",
+            bridge_network: (args.pod_network == "bridge").then_some(args.cluster_cidr),
             pod_pids_limit: (args.pod_max_pids > 0).then_some(args.pod_max_pids),
         },
         client,
@@ -385,7 +409,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             node_ip: args.node_ip.clone(),
             serving: (files[3].clone(), files[4].clone()),
             client_ca: files[0].clone(),
-            bridge_network: args.pod_network == "bridge",
+            bridge_network: (args.pod_network == "bridge").then_some(args.cluster_cidr),
             pod_pids_limit: (args.pod_max_pids > 0).then_some(args.pod_max_pids),
         },
         client,
@@ -505,6 +529,16 @@ async fn reset(data_dir: &std::path::Path) -> anyhow::Result<()> {
     }
     if failures > 0 {
         anyhow::bail!("{failures} containers or sandboxes could not be removed");
+    }
+    // The bridge, nftables tables and routes, if this data dir's node set them
+    // up last and no node runs now.
+    use navarch_network::host::{reset_owned, ResetOutcome};
+    match reset_owned(&navarch_network::exec::NodeNs::host(), data_dir).await? {
+        ResetOutcome::Removed => eprintln!("removed the pod network (bridge, nftables, routes)"),
+        ResetOutcome::InUse => {
+            eprintln!("pod network left alone: a navarch node on this host still runs it")
+        }
+        ResetOutcome::NotOwned => {}
     }
     Ok(())
 }

@@ -10,6 +10,8 @@
 //! - [`env`]: service environment variables and `/etc/resolv.conf` for pods.
 //! - [`exec`]: running commands and code inside network namespaces.
 //! - [`node`]: [`node::start`] runs all of the above for a node agent.
+//! - [`host`]: one node per network namespace owns the pod network
+//!   ([`host::HostLock`]); [`host::teardown_node`] removes it.
 //!
 //! See `docs/network.md`.
 
@@ -17,6 +19,7 @@ pub mod cidr;
 pub mod dns;
 pub mod env;
 pub mod exec;
+pub mod host;
 pub mod ipam;
 pub mod node;
 pub mod pod;

@@ -510,3 +510,63 @@ async fn pod_resolves_through_the_cluster_dns_service_ip() {
     .unwrap();
     assert_eq!(d.answers[0].data, "10.43.0.5");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teardown_node_removes_bridge_tables_routes_and_veths() {
+    if !usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let node = Ns::new("tn");
+    let net = plugin(&node, "10.42.7.0/24", dir.path());
+    let p = Ns::new("tp");
+    net.setup(&pod(&p, "a", vec![])).await.unwrap();
+    let mut proxier = Proxier::new(ProxyConfig {
+        node: node.node(),
+        cluster_cidr: "10.42.0.0/16".parse().unwrap(),
+        service_route: Some(("10.43.0.0/16".parse().unwrap(), "navarch0".into())),
+        local_dns: None,
+    });
+    proxier.full_sync(BTreeMap::new()).await.unwrap();
+    let mut routes = BTreeMap::new();
+    routes.insert(
+        "10.42.8.0/24".parse::<Ipv4Cidr>().unwrap(),
+        "10.42.7.50".parse::<Ipv4Addr>().unwrap(),
+    );
+    sync_routes(&node.node(), &routes).await.unwrap();
+    let show = |args: &[&str]| {
+        let out = Command::new("ip")
+            .arg("-n")
+            .arg(&node.name)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let nn = node.node();
+    let tables = || nn.run("nft", &["list", "tables"]);
+    assert!(show(&["link"]).contains("navarch0"));
+    assert!(show(&["route"]).contains("10.42.8.0/24"));
+    assert!(tables().await.unwrap().contains("navarch_pod"));
+
+    navarch_network::host::teardown_node(&node.node(), "navarch0")
+        .await
+        .unwrap();
+    let links = show(&["link"]);
+    assert!(
+        !links.contains("navarch0") && !links.contains("nv"),
+        "{links}"
+    );
+    let r = show(&["route"]);
+    assert!(!r.contains("10.42.") && !r.contains("10.43."), "{r}");
+    assert!(!tables().await.unwrap().contains("navarch"));
+    // Idempotent, and the pod's namespace lost its eth0.
+    navarch_network::host::teardown_node(&node.node(), "navarch0")
+        .await
+        .unwrap();
+    let inside = Command::new("ip")
+        .args(["-n", &p.name, "link"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&inside.stdout).contains("eth0"));
+}

@@ -99,6 +99,26 @@ pub struct PullProgress {
     pub total: Option<u64>,
 }
 
+/// Size and free space of the filesystem holding the images (the kubelet's
+/// "image filesystem").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FsUsage {
+    /// Total bytes of the filesystem.
+    pub capacity_bytes: u64,
+    /// Bytes available to unprivileged users (`f_bavail`).
+    pub available_bytes: u64,
+}
+
+/// What one image garbage collection did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageGcReport {
+    /// IDs of the images removed, in the order they went (least recently used
+    /// first).
+    pub removed: Vec<String>,
+    /// Bytes the removed blobs and unpacked layers took on disk.
+    pub freed_bytes: u64,
+}
+
 #[async_trait::async_trait]
 pub trait ImageService: Send + Sync + 'static {
     /// Pull `reference` (e.g. `busybox:1.36`, `127.0.0.1:5000/x/y@sha256:...`)
@@ -115,6 +135,23 @@ pub trait ImageService: Send + Sync + 'static {
     async fn import(&self, archive: &std::path::Path) -> Result<Vec<Image>>;
     async fn list(&self) -> Result<Vec<Image>>;
     async fn remove(&self, id_or_reference: &str) -> Result<()>;
+    /// Size and free space of the image filesystem; `None` when the service
+    /// cannot tell (then the agent never garbage-collects images).
+    async fn image_fs_usage(&self) -> Result<Option<FsUsage>> {
+        Ok(None)
+    }
+    /// Remove images no container uses, least recently used first, until at
+    /// least `bytes_to_free` bytes are freed or no candidate is left. `in_use`
+    /// holds image IDs or references the caller knows to be in use; blobs and
+    /// layers shared with a remaining image stay.
+    async fn garbage_collect(
+        &self,
+        in_use: &std::collections::HashSet<String>,
+        bytes_to_free: u64,
+    ) -> Result<ImageGcReport> {
+        let _ = (in_use, bytes_to_free);
+        Ok(ImageGcReport::default())
+    }
 }
 
 /// What a pod's containers share.
@@ -187,6 +224,9 @@ pub struct ContainerConfig {
     pub add_capabilities: Vec<String>,
     pub drop_capabilities: Vec<String>,
     pub no_new_privileges: bool,
+    /// The seccomp profile (ignored for privileged containers, which are
+    /// always unconfined).
+    pub seccomp: SeccompProfile,
     pub tty: bool,
     pub stdin: bool,
     /// Where the container's stdout/stderr go (CRI log format).
@@ -273,6 +313,7 @@ mod images;
 mod reference;
 mod runc;
 mod sandbox;
+mod seccomp;
 mod shim;
 mod spec;
 mod sys;
@@ -281,7 +322,8 @@ pub use cgroup::{CgroupLayout, PodCgroupLimits};
 pub use config::RuntimeConfig;
 pub use cri_log::{CriLogWriter, LogStream};
 pub use exec::{ExecProcess, ExecReader, ExecRequest, ExecWriter, TerminalResizer};
-pub use images::{LocalImageService, RegistriesConfig};
+pub use images::{ImageGcPolicy, LocalImageService, RegistriesConfig};
 pub use reference::{ImageReference, REFERENCE_DOCKER_HUB};
 pub use runc::RuncRuntime;
+pub use seccomp::{SeccompError, SeccompProfile};
 pub use shim::{shim_main, SHIM_SUBCOMMAND};

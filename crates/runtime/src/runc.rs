@@ -368,6 +368,9 @@ impl crate::ContainerRuntime for RuncRuntime {
                     detail: "not present locally".into(),
                 })?;
             let lowers = crate::images::layer_dirs(&images, &image.id)?;
+            if let Err(e) = images.mark_used(&image.id) {
+                tracing::debug!(image = %image.id, error = %e, "recording image use");
+            }
             let rootfs = dir.join("rootfs");
             for d in ["rootfs", "upper", "work"] {
                 std::fs::create_dir_all(dir.join(d))?;

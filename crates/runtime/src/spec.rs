@@ -1,7 +1,7 @@
 //! The OCI runtime spec (`config.json`) of one container.
 
 use crate::images::store::StoredConfig;
-use crate::ContainerConfig;
+use crate::{ContainerConfig, SeccompProfile};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -113,17 +113,42 @@ fn normalize_cap(c: &str) -> String {
     }
 }
 
+/// The capability bounding set of this process (`CapBnd` of
+/// `/proc/self/status`), if readable.
+fn own_bounding_set() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// Every capability the runtime itself holds (`ALL_CAPS` is indexed by
+/// capability number): what "all capabilities" means, as in containerd —
+/// asking runc for one the runtime lacks fails the container.
+fn all_caps(bounding: Option<u64>) -> Vec<String> {
+    ALL_CAPS
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| bounding.is_none_or(|b| b & (1u64 << bit) != 0))
+        .map(|(_, c)| c.to_string())
+        .collect()
+}
+
 /// The capability set after privileged / add / drop (`ALL` is understood).
 pub(crate) fn capabilities(cfg: &ContainerConfig) -> Vec<String> {
+    capabilities_within(cfg, own_bounding_set())
+}
+
+/// [`capabilities`] with "all" limited to the bounding set `bounding`.
+fn capabilities_within(cfg: &ContainerConfig, bounding: Option<u64>) -> Vec<String> {
     let mut caps: Vec<String> = if cfg.privileged {
-        ALL_CAPS.iter().map(|s| s.to_string()).collect()
+        all_caps(bounding)
     } else {
         DEFAULT_CAPS.iter().map(|s| s.to_string()).collect()
     };
     if !cfg.privileged {
         for a in &cfg.add_capabilities {
             if a.eq_ignore_ascii_case("ALL") {
-                caps = ALL_CAPS.iter().map(|s| s.to_string()).collect();
+                caps = all_caps(bounding);
             } else {
                 let n = normalize_cap(a);
                 if !caps.contains(&n) {
@@ -274,6 +299,9 @@ pub(crate) fn build(
     if !cfg.privileged {
         linux["maskedPaths"] = json!(MASKED_PATHS);
         linux["readonlyPaths"] = json!(READONLY_PATHS);
+        if cfg.seccomp == SeccompProfile::RuntimeDefault {
+            linux["seccomp"] = crate::seccomp::default_profile();
+        }
     }
     json!({
         "ociVersion": "1.0.2",
@@ -395,6 +423,15 @@ mod tests {
         assert_eq!(capabilities(&c), vec!["CAP_NET_ADMIN".to_string()]);
         c.privileged = true;
         assert!(capabilities(&c).contains(&"CAP_SYS_ADMIN".to_string()));
+        // "All" is what the runtime holds: CAP_SYS_RESOURCE (24) missing here.
+        let bounding = ((1u64 << 41) - 1) & !(1 << 24);
+        let all = capabilities_within(&c, Some(bounding));
+        assert_eq!(all.len(), ALL_CAPS.len() - 1);
+        assert!(!all.contains(&"CAP_SYS_RESOURCE".to_string()));
+        assert!(all.contains(&"CAP_CHECKPOINT_RESTORE".to_string()));
+        assert_eq!(capabilities_within(&c, None).len(), ALL_CAPS.len());
+        assert_eq!(ALL_CAPS[24], "CAP_SYS_RESOURCE");
+        assert_eq!(ALL_CAPS[40], "CAP_CHECKPOINT_RESTORE");
         let s = build(
             &c,
             &StoredConfig::default(),
@@ -406,5 +443,30 @@ mod tests {
         assert_eq!(s["linux"]["resources"]["devices"][0]["allow"], true);
         assert_eq!(s["process"]["cwd"], "/");
         assert_eq!(s["process"]["user"], json!({"uid": 0, "gid": 0}));
+    }
+
+    #[test]
+    fn seccomp_default_unless_unconfined_or_privileged() {
+        let spec = |c: &ContainerConfig| {
+            build(
+                c,
+                &StoredConfig::default(),
+                Path::new("/r"),
+                &NamespacePaths::default(),
+                "/x",
+            )
+        };
+        let mut c = cfg();
+        let s = spec(&c);
+        assert_eq!(s["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+        assert!(!s["linux"]["seccomp"]["syscalls"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+        c.seccomp = SeccompProfile::Unconfined;
+        assert!(spec(&c)["linux"].get("seccomp").is_none());
+        c.seccomp = SeccompProfile::RuntimeDefault;
+        c.privileged = true;
+        assert!(spec(&c)["linux"].get("seccomp").is_none());
     }
 }

@@ -179,6 +179,19 @@ fn proc_stat(pid: u32) -> Option<(String, u64)> {
     Some((state, start))
 }
 
+/// Total and available (`f_bavail`) bytes of the filesystem holding `path`.
+pub(crate) fn statvfs(path: &Path) -> io::Result<(u64, u64)> {
+    let c = cstring(path)?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid C string and `st` points to writable memory of the
+    // right size.
+    check(unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) })?;
+    // SAFETY: statvfs returned 0, so it filled the struct.
+    let st = unsafe { st.assume_init() };
+    let (frsize, blocks, bavail) = (st.f_frsize, st.f_blocks, st.f_bavail);
+    Ok((blocks.saturating_mul(frsize), bavail.saturating_mul(frsize)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

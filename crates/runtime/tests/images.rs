@@ -551,3 +551,86 @@ async fn bearer_token_auth_and_corrupt_blobs() {
         0
     );
 }
+
+#[tokio::test]
+async fn garbage_collection_removes_unused_images_and_keeps_shared_layers() {
+    use navarch_runtime::{ContainerConfig, ContainerRuntime, LocalImageService, SandboxConfig};
+    use std::collections::HashSet;
+    require(&["runc"]);
+    let env = Env::new();
+    let images = LocalImageService::new(&env.config)
+        .unwrap()
+        .with_gc_min_age(Duration::ZERO);
+    let archive = test_image();
+    let busybox = images.import(&archive).await.unwrap().remove(0);
+    let derived = env.dir.path().join("derived.tar");
+    derived_archive(&archive, &derived, "navarch.test/httpd:1");
+    let httpd = images.import(&derived).await.unwrap().remove(0);
+    let layer = images.layer_dirs(&busybox.id).unwrap().remove(0);
+    let usage = images.fs_usage().unwrap();
+    assert!(usage.capacity_bytes > 0 && usage.available_bytes <= usage.capacity_bytes);
+
+    // A young image is kept by the default minimum age.
+    let cautious = LocalImageService::new(&env.config).unwrap();
+    let r = cautious
+        .garbage_collect(&HashSet::new(), u64::MAX)
+        .await
+        .unwrap();
+    assert!(r.removed.is_empty(), "{r:?}");
+
+    // A (created, never started) container holds busybox.
+    let sb = env
+        .rt
+        .create_sandbox(&SandboxConfig {
+            pod_uid: "uid-gc".into(),
+            pod_name: "gc".into(),
+            namespace: "default".into(),
+            hostname: "gc".into(),
+            host_network: false,
+            share_pid: false,
+            cgroup_parent: format!("navarch-test/pod-gc-{}", std::process::id()),
+            limits: Default::default(),
+            labels: BTreeMap::new(),
+        })
+        .await
+        .unwrap();
+    let cid = env
+        .rt
+        .create_container(
+            &sb,
+            &ContainerConfig {
+                name: "c".into(),
+                image: TEST_REF.into(),
+                argv: vec!["true".into()],
+                log_path: env.log_path("gc"),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    let r = images
+        .garbage_collect(&HashSet::new(), u64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(r.removed, vec![httpd.id.clone()]);
+    assert!(r.freed_bytes > 0, "httpd's own config and manifest");
+    assert!(layer.exists(), "the shared layer stays with busybox");
+    let left: Vec<String> = images
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(left, vec![busybox.id.clone()]);
+
+    // Container gone: busybox is unused too, and its layer goes with it.
+    env.rt.remove_container(&cid).await.unwrap();
+    env.rt.remove_sandbox(&sb.id).await.unwrap();
+    let r = images.garbage_collect(&HashSet::new(), 1).await.unwrap();
+    assert_eq!(r.removed, vec![busybox.id.clone()]);
+    assert!(r.freed_bytes > 500_000, "{r:?}");
+    assert!(!layer.exists());
+    assert!(images.list().await.unwrap().is_empty());
+}

@@ -15,6 +15,9 @@ pub struct Cluster {
     pub agent_port: Option<u16>,
     /// Extra `navarch server` flags (kept across restarts).
     extra_args: Vec<String>,
+    /// Held by clusters that run the bridge pod network (see
+    /// [`Cluster::start_with_network`]); released after the node is reset.
+    net_lock: Option<std::fs::File>,
 }
 
 fn free_port() -> u16 {
@@ -56,9 +59,37 @@ impl Cluster {
         Self::start_with_node_args(&[])
     }
 
-    /// `start_with_node` with extra `navarch server` flags.
+    /// `start_with_node` with extra `navarch server` flags. Unless they say
+    /// otherwise, the node runs without pod network (`--pod-network=none`):
+    /// only one node per host can run the bridge network, and tests run in
+    /// parallel. Tests of the network use [`Cluster::start_with_network`].
     pub fn start_with_node_args(extra: &[&str]) -> Cluster {
-        let c = Self::start_with(true, extra);
+        let mut args: Vec<&str> = extra.to_vec();
+        if !extra.iter().any(|a| a.starts_with("--pod-network")) {
+            args.push("--pod-network=none");
+        }
+        Self::start_node(&args, None)
+    }
+
+    /// A cluster whose node runs the bridge pod network (pod IPs, service
+    /// proxy, cluster DNS), with extra `navarch server` flags. Such clusters
+    /// take the host's network one at a time: this waits for a host-wide test
+    /// lock, held until the cluster is dropped and its node reset. `None` (with
+    /// the reason printed) when the machine cannot run it.
+    pub fn start_with_network(extra: &[&str]) -> Option<Cluster> {
+        if let Some(why) = network_unavailable() {
+            eprintln!("skipped: the pod network needs {why}");
+            return None;
+        }
+        let lock = network_test_lock();
+        let mut args = vec!["--pod-network=bridge"];
+        args.extend_from_slice(extra);
+        Some(Self::start_node(&args, Some(lock)))
+    }
+
+    fn start_node(extra: &[&str], net_lock: Option<std::fs::File>) -> Cluster {
+        let mut c = Self::start_with(true, extra);
+        c.net_lock = net_lock;
         let ok = eventually(Duration::from_secs(30), || {
             let out = c.kubectl(&[
                 "get",
@@ -94,6 +125,7 @@ impl Cluster {
             port: free_port(),
             agent_port,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            net_lock: None,
         };
         c.spawn();
         c
@@ -286,7 +318,44 @@ impl Drop for Cluster {
         if self.agent_port.is_some() {
             Self::reset_node(self.dir.path());
         }
+        // Only now may the next network test take the host's pod network.
+        self.net_lock.take();
     }
+}
+
+/// Why this machine cannot run the bridge pod network (`None`: it can).
+pub fn network_unavailable() -> Option<String> {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .unwrap_or_default();
+    if uid != "0" {
+        return Some("root".into());
+    }
+    for (prog, arg) in [("ip", "-V"), ("nft", "--version"), ("nsenter", "--version")] {
+        let ok = Command::new(prog)
+            .arg(arg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            return Some(format!("`{prog}` on PATH"));
+        }
+    }
+    None
+}
+
+/// The host-wide lock serializing tests that run the bridge pod network (one
+/// per host at a time, across test binaries and parallel test threads).
+pub fn network_test_lock() -> std::fs::File {
+    navarch_network::host::lock_blocking(Path::new("/run/navarch/network-tests.lock"))
+        .expect("take the network test lock")
 }
 
 /// Poll `f` until it returns Some or the timeout passes.

@@ -1,15 +1,18 @@
 //! [`LocalImageService`]: the [`crate::ImageService`] over the on-disk store.
 
 mod archive;
+mod gc;
 mod registry;
 pub(crate) mod store;
 
+pub use gc::ImageGcPolicy;
 pub use registry::RegistriesConfig;
 
 use crate::{
-    Image, ImageReference, PullProgress, RegistryAuth, Result, RuntimeConfig, RuntimeError,
+    FsUsage, Image, ImageGcReport, ImageReference, PullProgress, RegistryAuth, Result,
+    RuntimeConfig, RuntimeError,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use store::ImageStore;
@@ -116,6 +119,7 @@ pub struct LocalImageService {
     store: Arc<ImageStore>,
     registry: Arc<registry::Client>,
     containers_dir: std::path::PathBuf,
+    gc_min_age: std::time::Duration,
 }
 
 impl std::fmt::Debug for LocalImageService {
@@ -136,7 +140,49 @@ impl LocalImageService {
             store,
             registry: Arc::new(registry::Client::new(regs)?),
             containers_dir: config.containers_dir(),
+            gc_min_age: ImageGcPolicy::default().min_age,
         })
+    }
+
+    /// Images stored or used more recently than `min_age` are never
+    /// garbage-collected (default: [`ImageGcPolicy::default`]'s 2 minutes).
+    pub fn with_gc_min_age(mut self, min_age: std::time::Duration) -> Self {
+        self.gc_min_age = min_age;
+        self
+    }
+
+    /// Remove images no container uses, least recently used (by container
+    /// creation, else by when they were stored) first, until `bytes_to_free`
+    /// bytes are freed or no candidate is left. `in_use` holds image IDs or
+    /// references in use; the images of the runtime's existing containers are
+    /// in use too. Images younger than the GC minimum age are kept. A blob or
+    /// unpacked layer is deleted only when no remaining image and no
+    /// container's rootfs refers to it.
+    pub async fn garbage_collect(
+        &self,
+        in_use: &HashSet<String>,
+        bytes_to_free: u64,
+    ) -> Result<ImageGcReport> {
+        let store = self.store.clone();
+        let containers = self.containers_dir.clone();
+        let in_use = in_use.clone();
+        let min_age = self.gc_min_age;
+        blocking(move || {
+            gc::collect(
+                &store,
+                &containers,
+                &in_use,
+                bytes_to_free,
+                min_age,
+                std::time::SystemTime::now(),
+            )
+        })
+        .await
+    }
+
+    /// Size and free space of the filesystem holding the image store.
+    pub fn fs_usage(&self) -> Result<FsUsage> {
+        gc::fs_usage(&self.store)
     }
 
     /// Directories (top layer first) of the unpacked layers of image `key`.
@@ -235,6 +281,18 @@ impl crate::ImageService for LocalImageService {
             Ok(())
         })
         .await
+    }
+
+    async fn image_fs_usage(&self) -> Result<Option<FsUsage>> {
+        self.fs_usage().map(Some)
+    }
+
+    async fn garbage_collect(
+        &self,
+        in_use: &HashSet<String>,
+        bytes_to_free: u64,
+    ) -> Result<ImageGcReport> {
+        LocalImageService::garbage_collect(self, in_use, bytes_to_free).await
     }
 }
 

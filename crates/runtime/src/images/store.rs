@@ -131,7 +131,7 @@ pub(crate) struct ImageStore {
 
 impl ImageStore {
     pub(crate) fn open(dir: PathBuf) -> io::Result<Self> {
-        for sub in ["blobs/sha256", "layers", "tmp"] {
+        for sub in ["blobs/sha256", "layers", "tmp", "used"] {
             fs::create_dir_all(dir.join(sub))?;
         }
         Ok(ImageStore {
@@ -336,8 +336,38 @@ impl ImageStore {
         Ok((true, gone))
     }
 
-    /// Delete blobs and layers no image references and `in_use_layers` does not hold.
-    pub(crate) fn gc(&self, in_use_layers: &[String]) -> io::Result<()> {
+    /// The directory the store lives in.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Record that a container was just created from image `id` (touches
+    /// `used/<hex>`; its mtime is the image's last use).
+    pub(crate) fn mark_used(&self, id: &str) -> io::Result<()> {
+        let Some(hex) = sha256_hex(id) else {
+            return Ok(());
+        };
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join("used").join(hex))?;
+        f.set_modified(std::time::SystemTime::now())
+    }
+
+    /// When image `id` was last used by a new container, else when it was
+    /// stored (its config blob's mtime); `None` if neither is known.
+    pub(crate) fn last_used(&self, id: &str) -> Option<std::time::SystemTime> {
+        let hex = sha256_hex(id)?;
+        let mtime = |p: PathBuf| fs::metadata(p).and_then(|m| m.modified()).ok();
+        let used = mtime(self.dir.join("used").join(hex));
+        let stored = mtime(self.dir.join("blobs/sha256").join(hex));
+        used.max(stored)
+    }
+
+    /// Delete blobs and layers no image references and `in_use_layers` does not
+    /// hold (and use markers of images that are gone). Returns the bytes freed.
+    pub(crate) fn gc(&self, in_use_layers: &[String]) -> io::Result<u64> {
         let _g = self.db_lock.lock();
         let db = self.load()?;
         let mut blobs: std::collections::HashSet<String> = Default::default();
@@ -359,20 +389,54 @@ impl ImageStore {
                 .iter()
                 .filter_map(|b| sha256_hex(b).map(str::to_string)),
         );
+        let mut freed = 0u64;
         for e in fs::read_dir(self.dir.join("blobs/sha256"))? {
             let e = e?;
             if !blobs.contains(e.file_name().to_string_lossy().as_ref()) {
-                let _ = fs::remove_file(e.path());
+                let size = disk_usage(&e.path());
+                if fs::remove_file(e.path()).is_ok() {
+                    freed += size;
+                }
             }
         }
         for e in fs::read_dir(self.dir.join("layers"))? {
             let e = e?;
             if !layers.contains(e.file_name().to_string_lossy().as_ref()) {
-                let _ = fs::remove_dir_all(e.path());
+                let size = disk_usage(&e.path());
+                if fs::remove_dir_all(e.path()).is_ok() {
+                    freed += size;
+                }
             }
         }
-        Ok(())
+        let images: std::collections::HashSet<&str> =
+            db.images.keys().filter_map(|id| sha256_hex(id)).collect();
+        if let Ok(rd) = fs::read_dir(self.dir.join("used")) {
+            for e in rd.flatten() {
+                if !images.contains(e.file_name().to_string_lossy().as_ref()) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(freed)
     }
+}
+
+/// Bytes `path` (a file, or a directory tree, not following symlinks)
+/// occupies on disk; unreadable parts count as 0.
+pub(crate) fn disk_usage(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    let mut total = meta.blocks() * 512;
+    if meta.is_dir() {
+        if let Ok(rd) = fs::read_dir(path) {
+            for e in rd.flatten() {
+                total += disk_usage(&e.path());
+            }
+        }
+    }
+    total
 }
 
 fn resolve_in<'a>(db: &'a Db, key: &str) -> Option<&'a ImageRecord> {
