@@ -269,6 +269,22 @@ pub fn resources(c: &Container) -> Resources {
     }
 }
 
+/// The repo digest to report as a container's imageID: the one of the
+/// repository the container names (an image pulled under two names has a
+/// digest per name), else the first.
+pub fn repo_digest_for(image: &str, repo_digests: &[String]) -> Option<String> {
+    let name = navarch_runtime::ImageReference::parse(image)
+        .map(|r| r.name())
+        .ok();
+    name.and_then(|n| {
+        repo_digests
+            .iter()
+            .find(|d| d.split('@').next() == Some(n.as_str()))
+            .cloned()
+    })
+    .or_else(|| repo_digests.first().cloned())
+}
+
 /// The pod cgroup's memory limit, as upstream: only when every container has
 /// a memory limit, the larger of the sum over the app containers (sidecars
 /// included) and the largest init container's.
@@ -806,16 +822,33 @@ impl Context {
         }
         st.failed = pod_failed.clone();
         // imageID: the repo digest (`repo@sha256:…`) when the image store knows it
-        for c in groups.values_mut().flatten() {
-            if !st.image_ids.contains_key(&c.image) {
-                let id = match self.images.get(&c.image).await {
-                    Ok(Some(img)) => img.repo_digests.first().cloned().unwrap_or(img.id),
-                    _ => c.image_id.clone(),
-                };
-                st.image_ids.insert(c.image.clone(), id);
-            }
-            if let Some(id) = st.image_ids.get(&c.image).filter(|id| !id.is_empty()) {
-                c.image_id = id.clone();
+        // of the repository the pod's container names.
+        let spec_images: HashMap<&str, &str> = pod
+            .spec
+            .iter()
+            .flat_map(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+            })
+            .filter_map(|c| Some((c.name.as_str(), c.image.as_deref()?)))
+            .collect();
+        for (name, cs) in groups.iter_mut() {
+            let named = spec_images.get(name.as_str()).copied().unwrap_or_default();
+            for c in cs.iter_mut() {
+                let key = format!("{}|{named}", c.image);
+                if !st.image_ids.contains_key(&key) {
+                    let id = match self.images.get(&c.image).await {
+                        Ok(Some(img)) => {
+                            repo_digest_for(named, &img.repo_digests).unwrap_or(img.id)
+                        }
+                        _ => c.image_id.clone(),
+                    };
+                    st.image_ids.insert(key.clone(), id);
+                }
+                if let Some(id) = st.image_ids.get(&key).filter(|id| !id.is_empty()) {
+                    c.image_id = id.clone();
+                }
             }
         }
 
@@ -1803,6 +1836,23 @@ mod tests {
         assert_eq!(r.cpu_period, Some(100_000));
         assert_eq!(r.memory_limit, Some(128 << 20));
         assert_eq!(resources(&Container::default()).cpu_shares, Some(2));
+    }
+
+    #[test]
+    fn image_id_prefers_the_named_repository() {
+        let digests = vec![
+            "navarch.test/busybox@sha256:aa".to_string(),
+            "127.0.0.1:5000/busybox@sha256:aa".to_string(),
+        ];
+        assert_eq!(
+            repo_digest_for("127.0.0.1:5000/busybox:1", &digests).as_deref(),
+            Some("127.0.0.1:5000/busybox@sha256:aa")
+        );
+        assert_eq!(
+            repo_digest_for("other/thing", &digests).as_deref(),
+            Some("navarch.test/busybox@sha256:aa")
+        );
+        assert_eq!(repo_digest_for("x", &[]), None);
     }
 
     #[test]

@@ -122,8 +122,8 @@ fn image_pushed_to_a_local_registry_is_pulled_and_run() {
     assert_eq!(logs.trim(), "pulled-from-registry");
 
     // The node's image store now knows the image by the registry's name and
-    // digest. (The harness preloads the same busybox image, so the pull shares
-    // its layers and the pod's imageID may name either repository.)
+    // digest, and the pod's imageID names the repository it was pulled from
+    // (the harness preloads the same busybox image under another name).
     let image_id = c.ok(&[
         "get",
         "pod",
@@ -131,7 +131,10 @@ fn image_pushed_to_a_local_registry_is_pulled_and_run() {
         "-o",
         "jsonpath={.status.containerStatuses[0].imageID}",
     ]);
-    assert!(image_id.contains("@sha256:"), "{image_id}");
+    assert!(
+        image_id.starts_with(&format!("127.0.0.1:{}/busybox@sha256:", reg.port)),
+        "{image_id}"
+    );
     let db = std::fs::read_to_string(c.data_dir().join("runtime/images/images.json"))
         .expect("read the node's image db");
     assert!(db.contains(&format!("\"{image}\"")), "{db}");
