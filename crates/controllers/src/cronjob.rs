@@ -15,53 +15,31 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
-use serde_json::json;
 
 use crate::cronschedule::Schedule;
 use crate::events::{EventType, Recorder};
-use crate::util;
-use crate::util::DrainLogged;
+use crate::util::{self, Context, SyncError};
 
 /// Annotation on created Jobs: the scheduled time (RFC 3339, in the schedule's zone).
 pub const SCHEDULED_TIMESTAMP: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
 /// Missed schedules beyond this are not enumerated (upstream's 100).
 const MAX_MISSED: usize = 100;
 
-/// Errors of one CronJob sync.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// An API call failed.
-    #[error("api: {0}")]
-    Kube(#[from] kube::Error),
-}
-
-struct Ctx {
-    client: Client,
-    recorder: Recorder,
-}
-
 /// Run the controller until the process ends.
 pub async fn run(client: Client) {
-    let cjs: Api<CronJob> = Api::all(client.clone());
-    let jobs: Api<Job> = Api::all(client.clone());
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        recorder: Recorder::new(client, "cronjob-controller"),
-    });
-    Controller::new(cjs, watcher::Config::default())
-        .owns(jobs, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
-        .drain_logged("cronjob controller")
-        .await;
-}
-
-fn error_policy(_cj: Arc<CronJob>, e: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "cronjob controller: sync failed");
-    Action::requeue(Duration::from_secs(1))
+    let ctx = Context::new(client.clone(), "cronjob-controller");
+    let controller = util::owning::<CronJob, Job>(&client);
+    util::run_controller(
+        "cronjob controller",
+        controller,
+        reconcile,
+        ctx,
+        util::RETRY,
+    )
+    .await;
 }
 
 /// The name of the Job for a scheduled time.
@@ -193,15 +171,31 @@ pub fn job_for(cj: &CronJob, schedule: &Schedule, scheduled: Timestamp) -> Job {
     }
 }
 
-async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+/// Delete a Job of the CronJob (and its pods, in the background), recording
+/// `SuccessfulDelete`; one already gone is no error.
+async fn delete_job(
+    ctx: &Context,
+    api: &Api<Job>,
+    reference: &ObjectReference,
+    name: &str,
+) -> Result<(), kube::Error> {
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => {
+            let msg = format!("Deleted job {name}");
+            ctx.recorder
+                .publish(reference, EventType::Normal, "SuccessfulDelete", &msg)
+                .await;
+            Ok(())
+        }
+        Err(e) if util::is_status(&e, 404) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action, SyncError> {
     let ns = cj.namespace().unwrap_or_default();
     let name = cj.name_any();
-    // Read the object live: the watch cache may not have our last status write yet.
-    let Some(cj) = Api::<CronJob>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&name)
-        .await?
-        .map(Arc::new)
-    else {
+    let Some(cj) = util::get_live(&ctx.client, cj.as_ref()).await? else {
         return Ok(Action::await_change());
     };
     let uid = cj.metadata.uid.clone().unwrap_or_default();
@@ -211,13 +205,7 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let reference = Recorder::reference(cj.as_ref());
     let job_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let cj_api: Api<CronJob> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut jobs: Vec<Job> = job_api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|j| util::is_controlled_by(&j.metadata, &uid))
-        .collect();
+    let mut jobs = util::list_controlled(&job_api, &ListParams::default(), &uid).await?;
     let old = cj.status.clone().unwrap_or_default();
     let mut status = old.clone();
     let was_active: Vec<String> = old
@@ -269,19 +257,7 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             .collect();
         let limit = usize::try_from(limit.max(0)).unwrap_or(0);
         for j in done.iter().take(done.len().saturating_sub(limit)) {
-            match job_api
-                .delete(&j.name_any(), &DeleteParams::background())
-                .await
-            {
-                Ok(_) => {
-                    let msg = format!("Deleted job {}", j.name_any());
-                    ctx.recorder
-                        .publish(&reference, EventType::Normal, "SuccessfulDelete", &msg)
-                        .await;
-                }
-                Err(e) if util::is_status(&e, 404) => {}
-                Err(e) => return Err(e.into()),
-            }
+            delete_job(&ctx, &job_api, &reference, &j.name_any()).await?;
         }
     }
 
@@ -336,21 +312,7 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                         if replace {
                             for r in active.drain(..) {
                                 let jn = r.name.clone().unwrap_or_default();
-                                match job_api.delete(&jn, &DeleteParams::background()).await {
-                                    Ok(_) => {
-                                        let msg = format!("Deleted job {jn}");
-                                        ctx.recorder
-                                            .publish(
-                                                &reference,
-                                                EventType::Normal,
-                                                "SuccessfulDelete",
-                                                &msg,
-                                            )
-                                            .await;
-                                    }
-                                    Err(e) if util::is_status(&e, 404) => {}
-                                    Err(e) => return Err(e.into()),
-                                }
+                                delete_job(&ctx, &job_api, &reference, &jn).await?;
                             }
                         }
                         let job = job_for(&cj, &schedule, scheduled);
@@ -391,17 +353,8 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         if let Some(o) = v.as_object_mut() {
             o.entry("active").or_insert(serde_json::Value::Null);
         }
-        match cj_api
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"status": v})),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if util::is_status(&e, 404) => return Ok(Action::await_change()),
-            Err(e) => return Err(e.into()),
+        if !util::patch_status(&cj_api, &name, &v).await? {
+            return Ok(Action::await_change());
         }
     }
     Ok(Action::requeue(requeue))

@@ -19,59 +19,41 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::controller::{Action, Controller};
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use serde_json::json;
 
-use crate::events::{EventType, Recorder};
+use crate::events::Recorder;
 use crate::revision::{self, Owner, REVISION_HASH};
-use crate::util;
-use crate::util::DrainLogged;
-
-/// Errors of one DaemonSet sync.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// An API call failed.
-    #[error("api: {0}")]
-    Kube(#[from] kube::Error),
-}
-
-struct Ctx {
-    client: Client,
-    recorder: Recorder,
-}
+use crate::util::{self, Context, PodControl, SyncError};
 
 /// Run the controller until the process ends.
 pub async fn run(client: Client) {
-    let dss: Api<DaemonSet> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
-    let nodes: Api<Node> = Api::all(client.clone());
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        recorder: Recorder::new(client, "daemonset-controller"),
-    });
-    let controller = Controller::new(dss, watcher::Config::default());
+    let ctx = Context::new(client.clone(), "daemonset-controller");
+    let controller = util::owning::<DaemonSet, Pod>(&client);
     let store = controller.store();
-    controller
-        .owns(pods, watcher::Config::default())
-        .watches(nodes, watcher::Config::default(), move |_node: Node| {
+    // Any node change may change where the DaemonSets should run.
+    let controller = controller.watches(
+        Api::<Node>::all(client),
+        watcher::Config::default(),
+        move |_node: Node| {
             store
                 .state()
                 .iter()
                 .map(|ds| ObjectRef::from_obj(ds.as_ref()))
                 .collect::<Vec<_>>()
-        })
-        .run(reconcile, error_policy, ctx)
-        .drain_logged("daemonset controller")
-        .await;
-}
-
-fn error_policy(_d: Arc<DaemonSet>, e: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "daemonset controller: sync failed");
-    Action::requeue(Duration::from_secs(1))
+        },
+    );
+    util::run_controller(
+        "daemonset controller",
+        controller,
+        reconcile,
+        ctx,
+        util::RETRY,
+    )
+    .await;
 }
 
 /// The tolerations every DaemonSet pod gets (upstream `AddOrUpdateDaemonPodTolerations`).
@@ -252,75 +234,10 @@ fn hash_of(p: &Pod) -> Option<&str> {
         .map(String::as_str)
 }
 
-async fn delete_pod(ctx: &Ctx, ds: &DaemonSet, pod: &Pod) -> Result<(), Error> {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ds.namespace().unwrap_or_default());
-    let dp = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: pod.metadata.uid.clone(),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
-    match api.delete(&pod.name_any(), &dp).await {
-        Ok(_) => {
-            let msg = format!("Deleted pod: {}", pod.name_any());
-            ctx.recorder
-                .publish(
-                    &Recorder::reference(ds),
-                    EventType::Normal,
-                    "SuccessfulDelete",
-                    &msg,
-                )
-                .await;
-            Ok(())
-        }
-        Err(e) if util::is_status(&e, 404) || util::is_status(&e, 409) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-async fn create_pod(ctx: &Ctx, ds: &DaemonSet, node: &str, hash: &str) -> Result<(), Error> {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ds.namespace().unwrap_or_default());
-    match api
-        .create(&PostParams::default(), &pod_for(ds, node, hash))
-        .await
-    {
-        Ok(p) => {
-            let msg = format!("Created pod: {}", p.name_any());
-            ctx.recorder
-                .publish(
-                    &Recorder::reference(ds),
-                    EventType::Normal,
-                    "SuccessfulCreate",
-                    &msg,
-                )
-                .await;
-            Ok(())
-        }
-        Err(e) => {
-            let msg = format!("Error creating: {}", util::error_message(&e));
-            ctx.recorder
-                .publish(
-                    &Recorder::reference(ds),
-                    EventType::Warning,
-                    "FailedCreate",
-                    &msg,
-                )
-                .await;
-            Err(e.into())
-        }
-    }
-}
-
-async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, SyncError> {
     let ns = ds.namespace().unwrap_or_default();
     let name = ds.name_any();
-    // Read the object live: the watch cache may not have our last status write yet.
-    let Some(ds) = Api::<DaemonSet>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&name)
-        .await?
-        .map(Arc::new)
-    else {
+    let Some(ds) = util::get_live(&ctx.client, ds.as_ref()).await? else {
         return Ok(Action::await_change());
     };
     let uid = ds.metadata.uid.clone().unwrap_or_default();
@@ -334,13 +251,8 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let nodes = node_api.list(&ListParams::default()).await?.items;
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let lp = ListParams::default().labels(&util::match_labels_query(Some(&spec.selector)));
-    let pods: Vec<Pod> = pod_api
-        .list(&lp)
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| util::is_controlled_by(&p.metadata, &uid))
-        .collect();
+    let pods = util::list_controlled(&pod_api, &lp, &uid).await?;
+    let pod_control = PodControl::new(pod_api, &ctx.recorder, Recorder::reference(ds.as_ref()));
     let old_status = ds.status.clone().unwrap_or_default();
     let owner = Owner {
         kind: "DaemonSet",
@@ -388,7 +300,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 misscheduled += 1;
             }
             for p in here {
-                delete_pod(&ctx, &ds, p).await?;
+                pod_control.delete(p).await?;
             }
             continue;
         }
@@ -397,11 +309,11 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             .into_iter()
             .partition(|p| util::pod_phase(p) == "Failed");
         for p in dead {
-            delete_pod(&ctx, &ds, p).await?;
+            pod_control.delete(p).await?;
             requeue = true;
         }
         if live.is_empty() {
-            create_pod(&ctx, &ds, &nname, &hash).await?;
+            pod_control.create(&pod_for(&ds, &nname, &hash)).await?;
             continue;
         }
         current += 1;
@@ -419,7 +331,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             Some(p.metadata.uid.as_deref()) != new.map(|n| n.metadata.uid.as_deref())
                 && Some(p.metadata.uid.as_deref()) != old.map(|o| o.metadata.uid.as_deref())
         }) {
-            delete_pod(&ctx, &ds, p).await?;
+            pod_control.delete(p).await?;
         }
         let shown = new.or(old);
         if shown.is_some_and(util::pod_is_ready) {
@@ -437,7 +349,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     }
     // Pods for nodes that no longer exist.
     for p in by_node.into_values().flatten() {
-        delete_pod(&ctx, &ds, p).await?;
+        pod_control.delete(p).await?;
     }
 
     let strategy = spec.update_strategy.as_ref();
@@ -469,18 +381,18 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         for (node, old, new) in &rolling {
             match (old, new) {
                 (Some(o), Some(n)) if available(n) => {
-                    delete_pod(&ctx, &ds, o).await?;
+                    pod_control.delete(o).await?;
                 }
                 (Some(o), None) => {
                     if !available(o) {
-                        delete_pod(&ctx, &ds, o).await?;
+                        pod_control.delete(o).await?;
                     } else if surge > 0 {
                         if surging < surge {
-                            create_pod(&ctx, &ds, node, &hash).await?;
+                            pod_control.create(&pod_for(&ds, node, &hash)).await?;
                             surging += 1;
                         }
                     } else if budget > 0 {
-                        delete_pod(&ctx, &ds, o).await?;
+                        pod_control.delete(o).await?;
                         budget -= 1;
                     }
                 }
@@ -510,17 +422,8 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     .await?;
     if ds.status.as_ref() != Some(&status) {
         let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ns);
-        match api
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"status": status})),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if util::is_status(&e, 404) => return Ok(Action::await_change()),
-            Err(e) => return Err(e.into()),
+        if !util::patch_status(&api, &name, &status).await? {
+            return Ok(Action::await_change());
         }
     }
     Ok(Action::requeue(if requeue {

@@ -18,16 +18,15 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::controller::{applier, Action, Config as ControllerConfig};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::events::{EventType, Recorder};
-use crate::util::DrainLogged;
-use crate::util::{self, POD_TEMPLATE_HASH};
+use crate::util::{self, Context, POD_TEMPLATE_HASH};
 
 /// Revision of a ReplicaSet (and, copied, of its Deployment).
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -52,11 +51,6 @@ pub enum Error {
     Collision(String),
 }
 
-struct Ctx {
-    client: Client,
-    recorder: Recorder,
-}
-
 /// Run the controller until the process ends.
 pub async fn run(client: Client) {
     let d_api: Api<Deployment> = Api::all(client.clone());
@@ -72,20 +66,9 @@ pub async fn run(client: Client) {
         .touched_objects()
         .map_ok(move |rs| stream::iter(owners_of(&lookup, &rs).into_iter().map(Ok)))
         .try_flatten();
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        recorder: Recorder::new(client, "deployment-controller"),
-    });
-    applier(
-        |d, ctx| Box::pin(reconcile(d, ctx)),
-        error_policy,
-        ctx,
-        d_store,
-        stream::select(d_triggers, rs_triggers),
-        ControllerConfig::default(),
-    )
-    .drain_logged("deployment controller")
-    .await;
+    let ctx = Context::new(client, "deployment-controller");
+    let queue = stream::select(d_triggers, rs_triggers);
+    util::run_applier("deployment controller", d_store, queue, reconcile, ctx).await;
 }
 
 fn owners_of(store: &Store<Deployment>, rs: &ReplicaSet) -> Vec<ObjectRef<Deployment>> {
@@ -108,11 +91,6 @@ fn owners_of(store: &Store<Deployment>, rs: &ReplicaSet) -> Vec<ObjectRef<Deploy
         })
         .map(|d| ObjectRef::from_obj(d.as_ref()))
         .collect()
-}
-
-fn error_policy(_d: Arc<Deployment>, e: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "deployment controller: sync failed");
-    Action::requeue(Duration::from_secs(1))
 }
 
 /// maxSurge and maxUnavailable resolved against `spec.replicas` (surge rounds
@@ -372,7 +350,7 @@ pub fn progress(
 }
 
 struct Sync<'a> {
-    ctx: &'a Ctx,
+    ctx: &'a Context,
     d: &'a Deployment,
     rs_api: Api<ReplicaSet>,
 }
@@ -394,31 +372,41 @@ impl Sync<'_> {
             "metadata": {"annotations": {DESIRED_REPLICAS: desired, MAX_REPLICAS: max}},
             "spec": {"replicas": to},
         });
-        *rs = self
-            .rs_api
+        *rs = self.patch_rs(rs, &patch).await?;
+        if from != to {
+            self.record_scaled(&rs.name_any(), from, to).await;
+        }
+        Ok(from != to)
+    }
+
+    /// Merge-patch one of the Deployment's ReplicaSets.
+    async fn patch_rs(
+        &self,
+        rs: &ReplicaSet,
+        patch: &serde_json::Value,
+    ) -> Result<ReplicaSet, kube::Error> {
+        self.rs_api
             .patch(
                 &rs.name_any(),
                 &PatchParams::default(),
-                &Patch::Merge(&patch),
+                &Patch::Merge(patch),
             )
-            .await?;
-        if from != to {
-            let dir = if to > from { "up" } else { "down" };
-            let msg = format!(
-                "Scaled {dir} replica set {} from {from} to {to}",
-                rs.name_any()
-            );
-            self.ctx
-                .recorder
-                .publish(
-                    &Recorder::reference(self.d),
-                    EventType::Normal,
-                    "ScalingReplicaSet",
-                    &msg,
-                )
-                .await;
-        }
-        Ok(from != to)
+            .await
+    }
+
+    /// Record `ScalingReplicaSet` "Scaled up|down replica set <rs> from <from> to <to>".
+    async fn record_scaled(&self, rs: &str, from: i32, to: i32) {
+        let dir = if to > from { "up" } else { "down" };
+        let msg = format!("Scaled {dir} replica set {rs} from {from} to {to}");
+        self.ctx
+            .recorder
+            .publish(
+                &Recorder::reference(self.d),
+                EventType::Normal,
+                "ScalingReplicaSet",
+                &msg,
+            )
+            .await;
     }
 
     /// Annotations a new (or re-used) ReplicaSet gets from its Deployment.
@@ -503,14 +491,7 @@ impl Sync<'_> {
             let current = rs.metadata.annotations.clone().unwrap_or_default();
             if annotations.iter().any(|(k, v)| current.get(k) != Some(v)) {
                 let patch = json!({"metadata": {"annotations": annotations}});
-                rs = self
-                    .rs_api
-                    .patch(
-                        &rs.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
-                    .await?;
+                rs = self.patch_rs(&rs, &patch).await?;
             }
             let cond = (!has_progressing).then(|| {
                 condition(
@@ -565,16 +546,7 @@ impl Sync<'_> {
         match self.rs_api.create(&PostParams::default(), &rs).await {
             Ok(created) => {
                 if replicas > 0 {
-                    let msg = format!("Scaled up replica set {name} from 0 to {replicas}");
-                    self.ctx
-                        .recorder
-                        .publish(
-                            &Recorder::reference(self.d),
-                            EventType::Normal,
-                            "ScalingReplicaSet",
-                            &msg,
-                        )
-                        .await;
+                    self.record_scaled(&name, 0, replicas).await;
                 }
                 let cond = condition(
                     "Progressing",
@@ -717,7 +689,7 @@ fn is_scaling_event(d: &Deployment, all: &[&ReplicaSet]) -> bool {
         .any(|rs| annotation(&rs.metadata, DESIRED_REPLICAS).is_some_and(|v| v != want))
 }
 
-async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = d.namespace().unwrap_or_default();
     let name = d.name_any();
     let uid = d.metadata.uid.clone().unwrap_or_default();
@@ -760,36 +732,14 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                         .filter(|r| r.uid != uid)
                         .cloned()
                         .collect();
-                    let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": rs.metadata.resource_version}});
-                    match rs_api
-                        .patch(
-                            &rs.name_any(),
-                            &PatchParams::default(),
-                            &Patch::Merge(&patch),
-                        )
-                        .await
-                    {
-                        Ok(_) => {}
-                        Err(e) if util::is_status(&e, 404) || util::is_status(&e, 409) => {}
-                        Err(e) => return Err(e.into()),
-                    }
+                    util::set_owner_refs(&rs_api, &rs, &refs).await?;
                 }
             }
             None if matches && !deleting && rs.metadata.deletion_timestamp.is_none() => {
                 let mut refs = rs.owner_references().to_vec();
                 refs.push(util::owner_ref("apps/v1", "Deployment", &d.metadata));
-                let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": rs.metadata.resource_version}});
-                match rs_api
-                    .patch(
-                        &rs.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
-                    .await
-                {
-                    Ok(adopted) => owned.push(adopted),
-                    Err(e) if util::is_status(&e, 404) || util::is_status(&e, 409) => {}
-                    Err(e) => return Err(e.into()),
+                if let Some(adopted) = util::set_owner_refs(&rs_api, &rs, &refs).await? {
+                    owned.push(adopted);
                 }
             }
             _ => {}
@@ -891,16 +841,8 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         cleanup(&rs_api, &olds, spec.revision_history_limit.unwrap_or(10)).await?;
     }
 
-    if d.status.as_ref() != Some(&status) {
-        let patch = json!({ "status": status });
-        match d_api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if util::is_status(&e, 404) => return Ok(Action::await_change()),
-            Err(e) => return Err(e.into()),
-        }
+    if d.status.as_ref() != Some(&status) && !util::patch_status(&d_api, &name, &status).await? {
+        return Ok(Action::await_change());
     }
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
@@ -1029,18 +971,7 @@ async fn cleanup(api: &Api<ReplicaSet>, olds: &[ReplicaSet], limit: i32) -> Resu
     candidates.sort_by_key(|r| revision_of(r));
     let n = candidates.len() - limit;
     for rs in candidates.into_iter().take(n) {
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: rs.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..DeleteParams::background()
-        };
-        match api.delete(&rs.name_any(), &dp).await {
-            Ok(_) => {}
-            Err(e) if util::is_status(&e, 404) || util::is_status(&e, 409) => {}
-            Err(e) => return Err(e.into()),
-        }
+        util::delete_same(api, rs, DeleteParams::background()).await?;
     }
     Ok(())
 }

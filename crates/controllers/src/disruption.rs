@@ -15,54 +15,30 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
-use serde_json::json;
 
-use crate::util;
-use crate::util::DrainLogged;
-
-/// Errors of one PDB sync.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// An API call failed.
-    #[error("api: {0}")]
-    Kube(#[from] kube::Error),
-}
+use crate::util::{self, SyncError};
 
 /// Run the controller until the process ends.
 pub async fn run(client: Client) {
-    let pdbs: Api<PodDisruptionBudget> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
-    let controller = Controller::new(pdbs, watcher::Config::default());
-    let store = controller.store();
-    controller
-        .watches(pods, watcher::Config::default(), move |pod: Pod| {
-            let ns = pod.namespace();
-            store
-                .state()
-                .iter()
-                .filter(|p| p.namespace() == ns)
-                .filter(|p| {
-                    util::selector_matches(
-                        p.spec.as_ref().and_then(|s| s.selector.as_ref()),
-                        pod.metadata.labels.as_ref(),
-                    )
-                })
-                .map(|p| ObjectRef::from_obj(p.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .run(reconcile, error_policy, Arc::new(client))
-        .drain_logged("disruption controller")
-        .await;
-}
-
-fn error_policy(_p: Arc<PodDisruptionBudget>, e: &Error, _c: Arc<Client>) -> Action {
-    tracing::warn!(error = %e, "disruption controller: sync failed");
-    Action::requeue(Duration::from_secs(1))
+    // A pod change concerns the budgets of its namespace that select it.
+    let controller = util::woken_by_pods(&client, |pdb: &PodDisruptionBudget, pod| {
+        util::selector_matches(
+            pdb.spec.as_ref().and_then(|s| s.selector.as_ref()),
+            pod.metadata.labels.as_ref(),
+        )
+    });
+    let ctx = Arc::new(client);
+    util::run_controller(
+        "disruption controller",
+        controller,
+        reconcile,
+        ctx,
+        util::RETRY,
+    )
+    .await;
 }
 
 /// `(desiredHealthy, disruptionsAllowed)` from the spec, the expected and healthy counts.
@@ -130,7 +106,10 @@ async fn expected_pods(client: &Client, ns: &str, pods: &[&Pod]) -> Result<i32, 
     Ok(controllers.values().sum::<i32>() + bare)
 }
 
-async fn reconcile(pdb: Arc<PodDisruptionBudget>, client: Arc<Client>) -> Result<Action, Error> {
+async fn reconcile(
+    pdb: Arc<PodDisruptionBudget>,
+    client: Arc<Client>,
+) -> Result<Action, SyncError> {
     let ns = pdb.namespace().unwrap_or_default();
     let name = pdb.name_any();
     let spec = pdb.spec.clone().unwrap_or_default();
@@ -192,18 +171,8 @@ async fn reconcile(pdb: Arc<PodDisruptionBudget>, client: Arc<Client>) -> Result
     };
     if pdb.status.as_ref() != Some(&status) {
         let api: Api<PodDisruptionBudget> = Api::namespaced((*client).clone(), &ns);
-        match api
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"status": status})),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if util::is_status(&e, 404) => {}
-            Err(e) => return Err(e.into()),
-        }
+        // A PDB deleted meanwhile (`false`) is no error.
+        util::patch_status(&api, &name, &status).await?;
     }
     Ok(Action::requeue(Duration::from_secs(60)))
 }

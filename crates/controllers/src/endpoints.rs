@@ -29,14 +29,13 @@ use k8s_openapi::api::discovery::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{applier, Action, Config as ControllerConfig};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use crate::util;
-use crate::util::DrainLogged;
+use crate::util::{self, SyncError};
 
 /// Label naming the Service of an EndpointSlice.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -46,14 +45,6 @@ pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
 /// Label of the endpoints of headless services.
 pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
-
-/// Errors of one sync.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// An API call failed.
-    #[error("api: {0}")]
-    Kube(#[from] kube::Error),
-}
 
 struct Ctx {
     client: Client,
@@ -117,24 +108,10 @@ pub async fn run(client: Client) {
         client,
         pods: pod_store,
     });
-    applier(
-        |svc, ctx| Box::pin(reconcile(svc, ctx)),
-        error_policy,
-        ctx,
-        svc_store,
-        queue,
-        ControllerConfig::default(),
-    )
-    .drain_logged("endpoints controller")
-    .await;
+    util::run_applier("endpoints controller", svc_store, queue, reconcile, ctx).await;
 }
 
-fn error_policy(_svc: Arc<Service>, e: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "endpoints controller: sync failed");
-    Action::requeue(Duration::from_secs(1))
-}
-
-async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, SyncError> {
     if svc.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -261,7 +238,7 @@ fn slice_equal(a: &EndpointSlice, b: &EndpointSlice) -> bool {
 }
 
 /// Set `status.loadBalancer.ingress` to the nodes' InternalIPs.
-async fn sync_load_balancer(client: &Client, svc: &Service) -> Result<(), Error> {
+async fn sync_load_balancer(client: &Client, svc: &Service) -> Result<(), SyncError> {
     let nodes: Api<Node> = Api::all(client.clone());
     let mut ips: BTreeSet<String> = BTreeSet::new();
     for n in nodes.list(&ListParams::default()).await?.items {

@@ -16,15 +16,13 @@ use k8s_openapi::api::batch::v1::{Job, JobCondition, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::events::{EventType, Recorder};
-use crate::util;
-use crate::util::DrainLogged;
+use crate::util::{self, PodControl, SyncError};
 
 /// Finalizer on a Job's pods until the controller has counted them.
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
@@ -50,14 +48,6 @@ impl Default for JobConfig {
     }
 }
 
-/// Errors of one Job sync.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// An API call failed.
-    #[error("api: {0}")]
-    Kube(#[from] kube::Error),
-}
-
 struct Ctx {
     client: Client,
     cfg: JobConfig,
@@ -68,24 +58,14 @@ struct Ctx {
 
 /// Run the controller until the process ends.
 pub async fn run(client: Client, cfg: JobConfig) {
-    let jobs: Api<Job> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         cfg,
-        recorder: Recorder::new(client, "job-controller"),
+        recorder: Recorder::new(client.clone(), "job-controller"),
         failures: Mutex::default(),
     });
-    Controller::new(jobs, watcher::Config::default())
-        .owns(pods, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
-        .drain_logged("job controller")
-        .await;
-}
-
-fn error_policy(_job: Arc<Job>, e: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "job controller: sync failed");
-    Action::requeue(Duration::from_secs(1))
+    let controller = util::owning::<Job, Pod>(&client);
+    util::run_controller("job controller", controller, reconcile, ctx, util::RETRY).await;
 }
 
 /// The delay before pods are recreated after `failed` failures.
@@ -323,22 +303,34 @@ fn finished_at(job: &Job) -> Option<Timestamp> {
         })
 }
 
-async fn delete_pod(api: &Api<Pod>, pod: &Pod) -> Result<bool, Error> {
-    let dp = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: pod.metadata.uid.clone(),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
-    match api.delete(&pod.name_any(), &dp).await {
-        Ok(_) => Ok(true),
-        Err(e) if util::is_status(&e, 404) || util::is_status(&e, 409) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
+/// Delete a pod of the Job without an Event (see [`PodControl::delete`]).
+async fn delete_pod(api: &Api<Pod>, pod: &Pod) -> Result<bool, kube::Error> {
+    util::delete_same(api, pod, DeleteParams::default()).await
 }
 
-async fn remove_finalizer(api: &Api<Pod>, pod: &Pod) -> Result<(), Error> {
+/// Set the `Suspended` condition to match `suspended` if it does not yet;
+/// returns the Event `(reason, message)` to record when it changed. A Job
+/// never suspended has no condition to clear.
+fn mark_suspended(
+    conds: &mut Vec<JobCondition>,
+    suspended: bool,
+) -> Option<(&'static str, &'static str)> {
+    let marked = conds
+        .iter()
+        .any(|c| c.type_ == "Suspended" && c.status == "True");
+    if marked == suspended {
+        return None;
+    }
+    let (status, reason, msg, event) = if suspended {
+        ("True", "JobSuspended", "Job suspended", "Suspended")
+    } else {
+        ("False", "JobResumed", "Job resumed", "Resumed")
+    };
+    set_condition(conds, "Suspended", status, reason, msg);
+    Some((event, msg))
+}
+
+async fn remove_finalizer(api: &Api<Pod>, pod: &Pod) -> Result<(), kube::Error> {
     let fins: Vec<&String> = pod
         .metadata
         .finalizers
@@ -360,19 +352,14 @@ async fn remove_finalizer(api: &Api<Pod>, pod: &Pod) -> Result<(), Error> {
     {
         Ok(_) => Ok(()),
         Err(e) if util::is_status(&e, 404) => Ok(()),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
 }
 
-async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, SyncError> {
     let ns = job.namespace().unwrap_or_default();
     let name = job.name_any();
-    // Read the object live: the watch cache may not have our last status write yet.
-    let Some(job) = Api::<Job>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&name)
-        .await?
-        .map(Arc::new)
-    else {
+    let Some(job) = util::get_live(&ctx.client, job.as_ref()).await? else {
         return Ok(Action::await_change());
     };
     let uid = job.metadata.uid.clone().unwrap_or_default();
@@ -383,13 +370,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let job_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let reference = Recorder::reference(job.as_ref());
     let lp = ListParams::default().labels(&util::match_labels_query(spec.selector.as_ref()));
-    let pods: Vec<Pod> = pod_api
-        .list(&lp)
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| util::is_controlled_by(&p.metadata, &uid))
-        .collect();
+    let pods = util::list_controlled(&pod_api, &lp, &uid).await?;
+    let pod_control = PodControl::new(pod_api.clone(), &ctx.recorder, reference.clone());
 
     if job.metadata.deletion_timestamp.is_some() {
         for p in pods.iter().filter(|p| has_finalizer(p)) {
@@ -548,37 +530,17 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             for p in active.drain(..) {
                 delete_pod(&pod_api, p).await?;
             }
-            if !conds
-                .iter()
-                .any(|c| c.type_ == "Suspended" && c.status == "True")
-            {
-                set_condition(
-                    &mut conds,
-                    "Suspended",
-                    "True",
-                    "JobSuspended",
-                    "Job suspended",
-                );
+            if let Some((reason, msg)) = mark_suspended(&mut conds, true) {
                 ctx.recorder
-                    .publish(&reference, EventType::Normal, "Suspended", "Job suspended")
+                    .publish(&reference, EventType::Normal, reason, msg)
                     .await;
             }
             status.start_time = None;
         }
         None => {
-            if conds
-                .iter()
-                .any(|c| c.type_ == "Suspended" && c.status == "True")
-            {
-                set_condition(
-                    &mut conds,
-                    "Suspended",
-                    "False",
-                    "JobResumed",
-                    "Job resumed",
-                );
+            if let Some((reason, msg)) = mark_suspended(&mut conds, false) {
                 ctx.recorder
-                    .publish(&reference, EventType::Normal, "Resumed", "Job resumed")
+                    .publish(&reference, EventType::Normal, reason, msg)
                     .await;
             }
             if let (Some(ads), Some(st)) = (spec.active_deadline_seconds, &status.start_time) {
@@ -628,12 +590,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 });
                 let n = active.len() - want;
                 for p in active.drain(..n) {
-                    if delete_pod(&pod_api, p).await? {
-                        let msg = format!("Deleted pod: {}", p.name_any());
-                        ctx.recorder
-                            .publish(&reference, EventType::Normal, "SuccessfulDelete", &msg)
-                            .await;
-                    }
+                    pod_control.delete(p).await?;
                 }
             } else if active.len() < want {
                 let wait = backoff_remaining(&ctx, &uid, failed);
@@ -653,29 +610,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                         vec![None; n]
                     };
                     for idx in indexes {
-                        match pod_api
-                            .create(&PostParams::default(), &pod_for(&job, idx))
-                            .await
-                        {
-                            Ok(p) => {
-                                let msg = format!("Created pod: {}", p.name_any());
-                                ctx.recorder
-                                    .publish(
-                                        &reference,
-                                        EventType::Normal,
-                                        "SuccessfulCreate",
-                                        &msg,
-                                    )
-                                    .await;
-                            }
-                            Err(e) => {
-                                let msg = format!("Error creating: {}", util::error_message(&e));
-                                ctx.recorder
-                                    .publish(&reference, EventType::Warning, "FailedCreate", &msg)
-                                    .await;
-                                return Err(e.into());
-                            }
-                        }
+                        pod_control.create(&pod_for(&job, idx)).await?;
                     }
                 }
             }
@@ -706,17 +641,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 json!({"succeeded": null, "failed": null}),
             );
         }
-        match job_api
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"status": v})),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if util::is_status(&e, 404) => return Ok(Action::await_change()),
-            Err(e) => return Err(e.into()),
+        if !util::patch_status(&job_api, &name, &v).await? {
+            return Ok(Action::await_change());
         }
     }
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
@@ -798,6 +724,33 @@ mod tests {
             outcome(&job(None, 6, None), 1, 0, 0, t),
             Some(Outcome::Complete)
         );
+    }
+
+    #[test]
+    fn suspending_and_resuming_set_the_condition_once() {
+        let mut conds = Vec::new();
+        // Never suspended: nothing to clear, no event.
+        assert_eq!(mark_suspended(&mut conds, false), None);
+        assert!(conds.is_empty());
+        assert_eq!(
+            mark_suspended(&mut conds, true),
+            Some(("Suspended", "Job suspended"))
+        );
+        assert_eq!(
+            (conds[0].status.as_str(), conds[0].reason.as_deref()),
+            ("True", Some("JobSuspended"))
+        );
+        assert_eq!(mark_suspended(&mut conds, true), None);
+        assert_eq!(
+            mark_suspended(&mut conds, false),
+            Some(("Resumed", "Job resumed"))
+        );
+        assert_eq!(conds.len(), 1);
+        assert_eq!(
+            (conds[0].status.as_str(), conds[0].reason.as_deref()),
+            ("False", Some("JobResumed"))
+        );
+        assert_eq!(mark_suspended(&mut conds, false), None);
     }
 
     #[test]

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::discovery::{ApiResource, Scope};
@@ -14,7 +13,10 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::Client;
 
-use crate::Error;
+use crate::util::{self, SyncError};
+
+/// How long a failed sync waits before it is retried.
+const RETRY: Duration = Duration::from_secs(2);
 
 struct Ctx {
     client: Client,
@@ -42,9 +44,8 @@ pub async fn run(client: Client) {
                     resources,
                 });
                 let nss: Api<Namespace> = Api::all(client.clone());
-                Controller::new(nss, watcher::Config::default())
-                    .run(reconcile, error_policy, ctx)
-                    .for_each(|_| async {})
+                let controller = Controller::new(nss, watcher::Config::default());
+                util::run_controller("namespace controller", controller, reconcile, ctx, RETRY)
                     .await;
             }
             Err(e) => {
@@ -55,12 +56,7 @@ pub async fn run(client: Client) {
     }
 }
 
-fn error_policy(_ns: Arc<Namespace>, e: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "namespace controller: reconcile failed");
-    Action::requeue(Duration::from_secs(2))
-}
-
-async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, SyncError> {
     if ns.metadata.deletion_timestamp.is_none() {
         return Ok(Action::await_change());
     }

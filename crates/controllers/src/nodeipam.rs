@@ -12,7 +12,6 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -22,19 +21,12 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::events::{EventType, Recorder};
+use crate::util::{self, SyncError};
 
 /// The default cluster CIDR.
 pub const DEFAULT_CLUSTER_CIDR: &str = "10.42.0.0/16";
 /// Prefix length of each node's range.
 pub const NODE_PREFIX: u8 = 24;
-
-/// Errors of one sync.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// An API call failed.
-    #[error("api: {0}")]
-    Kube(#[from] kube::Error),
-}
 
 /// An allocator of fixed-size subnets of an IPv4 range.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,15 +154,8 @@ pub async fn run_with_prefix(client: Client, cluster_cidr: &str, node_prefix: u8
         pending: Mutex::new(HashMap::new()),
         recorder: Recorder::new(client, "node-ipam-controller"),
     });
-    controller
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
-}
-
-fn error_policy(_n: Arc<Node>, e: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "nodeipam: sync failed");
-    Action::requeue(Duration::from_secs(2))
+    let retry = Duration::from_secs(2);
+    util::run_controller("nodeipam", controller, reconcile, ctx, retry).await;
 }
 
 fn node_cidr(n: &Node) -> Option<String> {
@@ -181,7 +166,7 @@ fn node_cidr(n: &Node) -> Option<String> {
         .filter(|c| !c.is_empty())
 }
 
-async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, SyncError> {
     if node_cidr(&node).is_some() || node.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }

@@ -23,14 +23,14 @@ use futures::{future, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, PodCondition, Taint};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::events::{EventType, Recorder};
-use crate::util;
+use crate::util::{self, SyncError};
 
 /// Taint for a node whose kubelet stopped reporting.
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
@@ -55,14 +55,6 @@ impl Default for NodeLifecycleConfig {
             monitor_period: Duration::from_secs(1),
         }
     }
-}
-
-/// Errors of one pass.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// An API call failed.
-    #[error("api: {0}")]
-    Kube(#[from] kube::Error),
 }
 
 /// The health a node should be marked with.
@@ -249,7 +241,7 @@ async fn pass(
     leases: &Store<Lease>,
     pods: &Store<Pod>,
     beats: &mut Heartbeats,
-) -> Result<(), Error> {
+) -> Result<(), SyncError> {
     let now = Timestamp::now();
     let node_api: Api<Node> = Api::all(client.clone());
     let all_nodes = nodes.state();
@@ -306,7 +298,7 @@ async fn sync_node(
     node: &Node,
     h: Health,
     now: Timestamp,
-) -> Result<(), Error> {
+) -> Result<(), SyncError> {
     let name = node.name_any();
     let taints = desired_taints(node, h, now);
     let current = node
@@ -432,33 +424,22 @@ async fn sync_pod(
     h: Health,
     taints: &[Taint],
     now: Timestamp,
-) -> Result<(), Error> {
+) -> Result<(), SyncError> {
     let ns = pod.namespace().unwrap_or_default();
     let name = pod.name_any();
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     if let Some(at) = eviction_time(pod, taints, now.as_second()) {
         if at <= now.as_second() {
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: pod.metadata.uid.clone(),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            match api.delete(&name, &dp).await {
-                Ok(_) => {
-                    let msg = format!("Marking for deletion Pod {ns}/{name}");
-                    recorder
-                        .publish(
-                            &Recorder::reference(pod),
-                            EventType::Normal,
-                            "TaintManagerEviction",
-                            &msg,
-                        )
-                        .await;
-                }
-                Err(e) if util::is_status(&e, 404) || util::is_status(&e, 409) => {}
-                Err(e) => return Err(e.into()),
+            if util::delete_same(&api, pod, DeleteParams::default()).await? {
+                let msg = format!("Marking for deletion Pod {ns}/{name}");
+                recorder
+                    .publish(
+                        &Recorder::reference(pod),
+                        EventType::Normal,
+                        "TaintManagerEviction",
+                        &msg,
+                    )
+                    .await;
             }
             return Ok(());
         }

@@ -17,16 +17,14 @@ use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStat
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::controller::{applier, Action, Config as ControllerConfig};
+use kube::api::{Api, PostParams};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 
 use crate::events::{EventType, Recorder};
-use crate::util;
-use crate::util::DrainLogged;
+use crate::util::{self, PodControl};
 
 /// How long an unmet expectation blocks resizing before it is given up.
 const EXPECTATION_TTL: Duration = Duration::from_secs(15);
@@ -141,16 +139,7 @@ pub async fn run(client: Client) {
         expectations: Expectations::default(),
         recorder: Recorder::new(client, "replicaset-controller"),
     });
-    applier(
-        |rs, ctx| Box::pin(reconcile(rs, ctx)),
-        error_policy,
-        ctx,
-        rs_store,
-        queue,
-        ControllerConfig::default(),
-    )
-    .drain_logged("replicaset controller")
-    .await;
+    util::run_applier("replicaset controller", rs_store, queue, reconcile, ctx).await;
 }
 
 /// The ReplicaSets a pod event concerns: its controller, or (for an orphan)
@@ -175,11 +164,6 @@ fn owners_of(rs_store: &Store<ReplicaSet>, pod: &Pod) -> Vec<ObjectRef<ReplicaSe
         })
         .map(|rs| ObjectRef::from_obj(rs.as_ref()))
         .collect()
-}
-
-fn error_policy(_rs: Arc<ReplicaSet>, e: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "replicaset controller: sync failed");
-    Action::requeue(Duration::from_secs(1))
 }
 
 /// Order in which surplus pods are deleted (first = deleted first), as
@@ -236,6 +220,11 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
         return Ok(Action::await_change());
     };
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let pod_control = PodControl::new(
+        pod_api.clone(),
+        &ctx.recorder,
+        Recorder::reference(rs.as_ref()),
+    );
 
     // Claim: adopt matching orphans, release owned pods that stopped matching.
     let mut owned: Vec<Arc<Pod>> = Vec::new();
@@ -288,7 +277,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
         let want = usize::try_from(spec.replicas.unwrap_or(1).max(0)).unwrap_or(0);
         if active.len() < want {
             let n = (want - active.len()).min(BURST);
-            let (created, err) = create_pods(&ctx, &pod_api, &rs, n).await;
+            let (created, err) = create_pods(&pod_control, &rs, n).await;
             ctx.expectations.expect(&key, created, Vec::new());
             failure = err;
         } else if active.len() > want {
@@ -297,29 +286,9 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
             let victims: Vec<Arc<Pod>> = active.drain(..n).collect();
             let mut dels = Vec::new();
             for p in victims {
-                let pname = p.name_any();
-                let puid = p.metadata.uid.clone().unwrap_or_default();
-                let dp = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: Some(puid.clone()),
-                        resource_version: None,
-                    }),
-                    ..DeleteParams::default()
-                };
-                match pod_api.delete(&pname, &dp).await {
-                    Ok(_) => {
-                        dels.push(puid);
-                        let msg = format!("Deleted pod: {pname}");
-                        ctx.recorder
-                            .publish(
-                                &Recorder::reference(rs.as_ref()),
-                                EventType::Normal,
-                                "SuccessfulDelete",
-                                &msg,
-                            )
-                            .await;
-                    }
-                    Err(e) if util::is_status(&e, 404) || util::is_status(&e, 409) => {}
+                match pod_control.delete(&p).await {
+                    Ok(true) => dels.push(p.metadata.uid.clone().unwrap_or_default()),
+                    Ok(false) => {}
                     Err(e) => {
                         let msg = format!("Error deleting: {e}");
                         ctx.recorder
@@ -407,17 +376,9 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
     };
     if rs.status.as_ref() != Some(&status) {
         let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = json!({ "status": status });
-        match rs_api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if util::is_status(&e, 404) => {
-                ctx.expectations.forget(&key);
-                return Ok(Action::await_change());
-            }
-            Err(e) => return Err(e.into()),
+        if !util::patch_status(&rs_api, &name, &status).await? {
+            ctx.expectations.forget(&key);
+            return Ok(Action::await_change());
         }
     }
     if failure.is_some() {
@@ -429,8 +390,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
 /// Create `n` pods, in batches of growing size (1, 2, 4, ...) so a broken
 /// template fails fast. Returns the names created and the first error.
 async fn create_pods(
-    ctx: &Ctx,
-    api: &Api<Pod>,
+    pods: &PodControl<'_>,
     rs: &ReplicaSet,
     n: usize,
 ) -> (Vec<String>, Option<String>) {
@@ -441,34 +401,17 @@ async fn create_pods(
     let mut left = n;
     while left > 0 {
         let size = batch.min(left);
-        let results = future::join_all((0..size).map(|_| api.create(&pp, &pod))).await;
+        // Create concurrently, record one by one (so repeated events aggregate).
+        let results = future::join_all((0..size).map(|_| pods.api().create(&pp, &pod))).await;
         let mut err = None;
         for r in results {
+            pods.record_create(&r).await;
             match r {
-                Ok(p) => {
-                    let pname = p.name_any();
-                    let msg = format!("Created pod: {pname}");
-                    ctx.recorder
-                        .publish(
-                            &Recorder::reference(rs),
-                            EventType::Normal,
-                            "SuccessfulCreate",
-                            &msg,
-                        )
-                        .await;
-                    created.push(pname);
-                }
+                Ok(p) => created.push(p.name_any()),
                 Err(e) => {
-                    let msg = format!("Error creating: {}", api_message(&e));
-                    ctx.recorder
-                        .publish(
-                            &Recorder::reference(rs),
-                            EventType::Warning,
-                            "FailedCreate",
-                            &msg,
-                        )
-                        .await;
-                    err.get_or_insert(msg);
+                    err.get_or_insert_with(|| {
+                        format!("Error creating: {}", util::error_message(&e))
+                    });
                 }
             }
         }
@@ -479,13 +422,6 @@ async fn create_pods(
         batch *= 2;
     }
     (created, None)
-}
-
-fn api_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// The pod a ReplicaSet creates: its template, owned by it, named `<rs>-<random>`.
@@ -512,29 +448,14 @@ pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
 }
 
 /// Add a controller reference to an orphan pod. Returns whether it now belongs to `rs`.
-async fn adopt(api: &Api<Pod>, pod: &Pod, rs: &ReplicaSet) -> Result<bool, Error> {
+async fn adopt(api: &Api<Pod>, pod: &Pod, rs: &ReplicaSet) -> Result<bool, kube::Error> {
     let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
     refs.push(util::owner_ref("apps/v1", "ReplicaSet", &rs.metadata));
-    let patch = json!({"metadata": {
-        "ownerReferences": refs,
-        "resourceVersion": pod.metadata.resource_version,
-    }});
-    match api
-        .patch(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(e) if util::is_status(&e, 404) || util::is_status(&e, 409) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
+    Ok(util::set_owner_refs(api, pod, &refs).await?.is_some())
 }
 
 /// Remove the reference to `uid` from a pod that no longer matches.
-async fn release(api: &Api<Pod>, pod: &Pod, uid: &str) -> Result<(), Error> {
+async fn release(api: &Api<Pod>, pod: &Pod, uid: &str) -> Result<(), kube::Error> {
     let refs: Vec<_> = pod
         .metadata
         .owner_references
@@ -543,22 +464,7 @@ async fn release(api: &Api<Pod>, pod: &Pod, uid: &str) -> Result<(), Error> {
         .filter(|r| r.uid != uid)
         .cloned()
         .collect();
-    let patch = json!({"metadata": {
-        "ownerReferences": refs,
-        "resourceVersion": pod.metadata.resource_version,
-    }});
-    match api
-        .patch(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if util::is_status(&e, 404) || util::is_status(&e, 409) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    util::set_owner_refs(api, pod, &refs).await.map(|_| ())
 }
 
 #[cfg(test)]

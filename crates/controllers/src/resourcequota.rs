@@ -14,53 +14,36 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::util::DrainLogged;
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Pod, ReplicationController, ResourceQuota, Secret, Service,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-/// Errors of one quota sync.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// An API call failed.
-    #[error("api: {0}")]
-    Kube(#[from] kube::Error),
-}
+use crate::util::{self, SyncError};
+
+/// How long a failed quota sync waits before it is retried.
+const RETRY: Duration = Duration::from_secs(2);
 
 /// Run the controller until the process ends.
 pub async fn run(client: Client) {
-    let quotas: Api<ResourceQuota> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
-    let controller = Controller::new(quotas, watcher::Config::default());
-    let store = controller.store();
-    controller
-        .watches(pods, watcher::Config::default(), move |pod: Pod| {
-            let ns = pod.namespace();
-            store
-                .state()
-                .iter()
-                .filter(|q| q.namespace() == ns)
-                .map(|q| ObjectRef::from_obj(q.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .run(reconcile, error_policy, Arc::new(client))
-        .drain_logged("resourcequota controller")
-        .await;
+    // Any pod change may change the usage of every quota of its namespace.
+    let controller = util::woken_by_pods(&client, |_: &ResourceQuota, _| true);
+    let ctx = Arc::new(client);
+    util::run_controller(
+        "resourcequota controller",
+        controller,
+        reconcile,
+        ctx,
+        RETRY,
+    )
+    .await;
 }
 
-fn error_policy(_q: Arc<ResourceQuota>, e: &Error, _c: Arc<Client>) -> Action {
-    tracing::warn!(error = %e, "resourcequota controller: sync failed");
-    Action::requeue(Duration::from_secs(2))
-}
-
-async fn reconcile(q: Arc<ResourceQuota>, client: Arc<Client>) -> Result<Action, Error> {
+async fn reconcile(q: Arc<ResourceQuota>, client: Arc<Client>) -> Result<Action, SyncError> {
     let ns = q.namespace().unwrap_or_default();
     let hard = q
         .spec
@@ -95,7 +78,7 @@ async fn usage(
     client: &Client,
     ns: &str,
     keys: &[String],
-) -> Result<BTreeMap<String, i128>, Error> {
+) -> Result<BTreeMap<String, i128>, SyncError> {
     let mut used: BTreeMap<String, i128> = keys.iter().map(|k| (k.clone(), 0)).collect();
     let wants = |names: &[&str]| keys.iter().any(|k| names.contains(&k.as_str()));
     let lp = ListParams::default();

@@ -57,13 +57,7 @@ pub async fn sync(
     let uid = owner.meta.uid.clone().unwrap_or_default();
     let api: Api<ControllerRevision> = Api::namespaced(client.clone(), &ns);
     let lp = ListParams::default().labels(&util::match_labels_query(owner.selector));
-    let mut revs: Vec<ControllerRevision> = api
-        .list(&lp)
-        .await?
-        .items
-        .into_iter()
-        .filter(|r| util::is_controlled_by(&r.metadata, &uid))
-        .collect();
+    let mut revs = util::list_controlled(&api, &lp, &uid).await?;
     let data = revision_data(template);
     let max = revs.iter().map(|r| r.revision).max().unwrap_or(0);
     let hash = util::template_hash(template, collision_count);

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
@@ -18,29 +17,24 @@ use crate::util;
 /// Name of the ServiceAccount every namespace gets.
 pub const DEFAULT_SA: &str = "default";
 
-struct Ctx {
-    client: Client,
-}
-
 /// Run the controller until the process ends.
 pub async fn run(client: Client) {
     let nss: Api<Namespace> = Api::all(client.clone());
     let sas: Api<ServiceAccount> = Api::all(client.clone());
-    let ctx = Arc::new(Ctx { client });
-    Controller::new(nss, watcher::Config::default())
-        .watches(
-            sas,
-            watcher::Config::default().fields(&format!("metadata.name={DEFAULT_SA}")),
-            |sa| sa.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns)),
-        )
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
-}
-
-fn error_policy(_ns: Arc<Namespace>, e: &kube::Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "serviceaccount controller: reconcile failed");
-    Action::requeue(Duration::from_secs(2))
+    let controller = Controller::new(nss, watcher::Config::default()).watches(
+        sas,
+        watcher::Config::default().fields(&format!("metadata.name={DEFAULT_SA}")),
+        |sa| sa.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns)),
+    );
+    let retry = Duration::from_secs(2);
+    util::run_controller(
+        "serviceaccount controller",
+        controller,
+        reconcile,
+        Arc::new(client),
+        retry,
+    )
+    .await;
 }
 
 /// The ServiceAccount to create in `namespace`.
@@ -55,14 +49,14 @@ pub fn default_service_account(namespace: &str) -> ServiceAccount {
     }
 }
 
-async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, kube::Error> {
+async fn reconcile(ns: Arc<Namespace>, client: Arc<Client>) -> Result<Action, kube::Error> {
     let terminating = ns.metadata.deletion_timestamp.is_some()
         || ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating");
     if terminating {
         return Ok(Action::await_change());
     }
     let name = ns.name_any();
-    let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &name);
+    let api: Api<ServiceAccount> = Api::namespaced((*client).clone(), &name);
     if api.get_opt(DEFAULT_SA).await?.is_some() {
         return Ok(Action::await_change());
     }

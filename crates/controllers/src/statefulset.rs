@@ -16,53 +16,31 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
-use serde_json::json;
 
 use crate::events::{EventType, Recorder};
 use crate::revision::{self, Owner, REVISION_HASH};
-use crate::util;
-use crate::util::DrainLogged;
+use crate::util::{self, Context, SyncError};
 
 /// Label with the pod's name.
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 /// Label with the pod's ordinal.
 pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 
-/// Errors of one StatefulSet sync.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// An API call failed.
-    #[error("api: {0}")]
-    Kube(#[from] kube::Error),
-}
-
-struct Ctx {
-    client: Client,
-    recorder: Recorder,
-}
-
 /// Run the controller until the process ends.
 pub async fn run(client: Client) {
-    let sts: Api<StatefulSet> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        recorder: Recorder::new(client, "statefulset-controller"),
-    });
-    Controller::new(sts, watcher::Config::default())
-        .owns(pods, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
-        .drain_logged("statefulset controller")
-        .await;
-}
-
-fn error_policy(_s: Arc<StatefulSet>, e: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "statefulset controller: sync failed");
-    Action::requeue(Duration::from_secs(1))
+    let ctx = Context::new(client.clone(), "statefulset-controller");
+    let controller = util::owning::<StatefulSet, Pod>(&client);
+    util::run_controller(
+        "statefulset controller",
+        controller,
+        reconcile,
+        ctx,
+        util::RETRY,
+    )
+    .await;
 }
 
 /// The ordinal of a pod named `<sts>-<n>`.
@@ -183,46 +161,30 @@ async fn ensure_claims(
     Ok(())
 }
 
-async fn delete_pod(ctx: &Ctx, sts: &StatefulSet, pod: &Pod) -> Result<(), Error> {
+async fn delete_pod(ctx: &Context, sts: &StatefulSet, pod: &Pod) -> Result<(), kube::Error> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &sts.namespace().unwrap_or_default());
-    let dp = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: pod.metadata.uid.clone(),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
-    match api.delete(&pod.name_any(), &dp).await {
-        Ok(_) => {
-            let msg = format!(
-                "delete Pod {} in StatefulSet {} successful",
-                pod.name_any(),
-                sts.name_any()
-            );
-            ctx.recorder
-                .publish(
-                    &Recorder::reference(sts),
-                    EventType::Normal,
-                    "SuccessfulDelete",
-                    &msg,
-                )
-                .await;
-            Ok(())
-        }
-        Err(e) if util::is_status(&e, 404) || util::is_status(&e, 409) => Ok(()),
-        Err(e) => Err(e.into()),
+    if util::delete_same(&api, pod, DeleteParams::default()).await? {
+        let msg = format!(
+            "delete Pod {} in StatefulSet {} successful",
+            pod.name_any(),
+            sts.name_any()
+        );
+        ctx.recorder
+            .publish(
+                &Recorder::reference(sts),
+                EventType::Normal,
+                "SuccessfulDelete",
+                &msg,
+            )
+            .await;
     }
+    Ok(())
 }
 
-async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, SyncError> {
     let ns = sts.namespace().unwrap_or_default();
     let name = sts.name_any();
-    // Read the object live: the watch cache may not have our last status write yet.
-    let Some(sts) = Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&name)
-        .await?
-        .map(Arc::new)
-    else {
+    let Some(sts) = util::get_live(&ctx.client, sts.as_ref()).await? else {
         return Ok(Action::await_change());
     };
     let uid = sts.metadata.uid.clone().unwrap_or_default();
@@ -234,13 +196,7 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
     }
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let lp = ListParams::default().labels(&util::match_labels_query(Some(&spec.selector)));
-    let pods: Vec<Pod> = pod_api
-        .list(&lp)
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| util::is_controlled_by(&p.metadata, &uid))
-        .collect();
+    let pods = util::list_controlled(&pod_api, &lp, &uid).await?;
 
     // Revisions.
     let owner = Owner {
@@ -442,17 +398,8 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
     .await?;
     if sts.status.as_ref() != Some(&status) {
         let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
-        match api
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"status": status})),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if util::is_status(&e, 404) => return Ok(Action::await_change()),
-            Err(e) => return Err(e.into()),
+        if !util::patch_status(&api, &name, &status).await? {
+            return Ok(Action::await_change());
         }
     }
     Ok(if requeue {

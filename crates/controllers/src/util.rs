@@ -1,5 +1,21 @@
-//! Helpers shared by the workload controllers: label selectors, owner
-//! references, pod readiness, int-or-percent values and template hashing.
+//! Helpers shared by the controllers: label selectors, owner references, pod
+//! readiness, int-or-percent values and template hashing; the controller
+//! scaffolding ([`SyncError`], [`Context`], [`requeue_on_error`],
+//! [`run_controller`], [`run_applier`]); API calls made the same way
+//! everywhere ([`get_live`], [`list_controlled`], [`delete_same`],
+//! [`set_owner_refs`], [`patch_status`]) and [`PodControl`].
+
+mod api;
+#[cfg(test)]
+mod fake;
+mod podcontrol;
+mod scaffold;
+
+pub use api::{delete_same, get_live, list_controlled, patch_status, set_owner_refs};
+pub use podcontrol::PodControl;
+pub use scaffold::{
+    owning, requeue_on_error, run_applier, run_controller, woken_by_pods, Context, SyncError, RETRY,
+};
 
 use std::collections::BTreeMap;
 
