@@ -15,6 +15,7 @@
 //! - [`statefulset`], [`daemonset`]: ordinal and per-node workloads.
 //! - [`nodelifecycle`]: marks silent nodes Unknown, taints them, evicts pods.
 //! - [`disruption`]: PodDisruptionBudget status.
+//! - [`podgc`]: deletes terminated pods beyond a threshold and orphaned pods.
 //! - [`resourcequota`]: ResourceQuota `status.hard` and `status.used`.
 
 pub mod cronjob;
@@ -29,6 +30,7 @@ pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod podgc;
 pub mod replicaset;
 pub mod resourcequota;
 pub mod revision;
@@ -64,6 +66,7 @@ pub fn spawn_all(client: kube::Client) {
     tokio::spawn(endpoints::run(client.clone()));
     tokio::spawn(nodeipam::run(client.clone()));
     tokio::spawn(resourcequota::run(client.clone()));
+    tokio::spawn(podgc::run(client.clone()));
     spawn_batch_and_sets(client.clone(), &ControllersConfig::default());
 }
 

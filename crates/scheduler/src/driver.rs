@@ -4,7 +4,7 @@
 //! the PodScheduled condition.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,10 @@ pub struct SchedulerConfig {
     pub percentage_of_nodes_to_score: Option<u32>,
     /// Pods scheduled between two passes over incoming watch events.
     pub batch_size: usize,
+    /// Pods decided but not yet bound (or reported unschedulable) at most: the
+    /// scheduler stops popping the queue beyond this, which bounds the memory
+    /// held by waiting API calls and keeps decisions close to the cluster state.
+    pub max_in_flight: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -40,6 +44,7 @@ impl Default for SchedulerConfig {
             parallelism: 16,
             percentage_of_nodes_to_score: None,
             batch_size: 256,
+            max_in_flight: 256,
         }
     }
 }
@@ -63,6 +68,8 @@ enum Msg {
         key: String,
         result: Result<(), BindFailure>,
     },
+    /// An unschedulable report finished.
+    Reported,
 }
 
 #[derive(Debug)]
@@ -102,6 +109,8 @@ pub async fn run(config: SchedulerConfig, client: Client) -> Result<(), Schedule
             client,
             component: Arc::new(config.scheduler_name.clone()),
             sem: Arc::new(Semaphore::new(config.parallelism.max(1))),
+            event_sem: Arc::new(Semaphore::new(EVENT_PARALLELISM)),
+            events_pending: Arc::new(AtomicUsize::new(0)),
         },
         tx,
         config,
@@ -109,12 +118,13 @@ pub async fn run(config: SchedulerConfig, client: Client) -> Result<(), Schedule
         pods_synced: false,
         init_nodes: None,
         init_pods: None,
+        in_flight: 0,
     };
     s.cache
         .set_percentage_of_nodes_to_score(s.config.percentage_of_nodes_to_score);
     loop {
         let now = Instant::now();
-        let busy = s.synced() && s.queue.stats().0 > 0;
+        let busy = s.synced() && s.queue.stats().0 > 0 && s.has_room();
         let wake = if busy {
             now
         } else {
@@ -169,6 +179,8 @@ struct Driver {
     pods_synced: bool,
     init_nodes: Option<HashSet<String>>,
     init_pods: Option<HashSet<String>>,
+    /// Bindings and unschedulable reports spawned and not finished.
+    in_flight: usize,
 }
 
 /// Whether a node change can make a pending pod schedulable.
@@ -267,17 +279,30 @@ impl Driver {
                 }
                 watcher::Event::Init | watcher::Event::InitDone => {}
             },
-            Msg::Bound { key, result } => match result {
-                Ok(()) => self.queue.done(&key),
-                Err(BindFailure::Gone) => {
-                    self.cache.forget(&key);
-                    self.queue.delete(&key);
-                }
-                Err(BindFailure::Retry) => {
-                    self.cache.forget(&key);
-                    self.queue.backoff(&key, now);
-                }
-            },
+            Msg::Reported => self.in_flight = self.in_flight.saturating_sub(1),
+            Msg::Bound { key, result } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                self.bound(key, result, now);
+            }
+        }
+    }
+
+    /// Whether another decision may be started (see [`SchedulerConfig::max_in_flight`]).
+    fn has_room(&self) -> bool {
+        self.in_flight < self.config.max_in_flight.max(1)
+    }
+
+    fn bound(&mut self, key: String, result: Result<(), BindFailure>, now: Instant) {
+        match result {
+            Ok(()) => self.queue.done(&key),
+            Err(BindFailure::Gone) => {
+                self.cache.forget(&key);
+                self.queue.delete(&key);
+            }
+            Err(BindFailure::Retry) => {
+                self.cache.forget(&key);
+                self.queue.backoff(&key, now);
+            }
         }
     }
 
@@ -338,6 +363,9 @@ impl Driver {
     fn schedule_batch(&mut self) {
         let now = Instant::now();
         for _ in 0..self.config.batch_size.max(1) {
+            if !self.has_room() {
+                return;
+            }
             let Some((key, pod)) = self.queue.pop(now) else {
                 return;
             };
@@ -347,6 +375,7 @@ impl Driver {
                     tracing::debug!(pod = %key, %node, "scheduler: assumed");
                     let rep = self.reporter.clone();
                     let tx = self.tx.clone();
+                    self.in_flight += 1;
                     tokio::spawn(async move {
                         let result = rep.bind(&pod, &node).await;
                         let _ = tx.send(Msg::Bound { key, result }).await;
@@ -357,7 +386,12 @@ impl Driver {
                     tracing::debug!(pod = %key, %msg, "scheduler: unschedulable");
                     self.queue.unschedulable(&key, now);
                     let rep = self.reporter.clone();
-                    tokio::spawn(async move { rep.unschedulable(&pod, &msg).await });
+                    let tx = self.tx.clone();
+                    self.in_flight += 1;
+                    tokio::spawn(async move {
+                        rep.unschedulable(&pod, &msg).await;
+                        let _ = tx.send(Msg::Reported).await;
+                    });
                 }
             }
         }
@@ -370,7 +404,14 @@ struct Reporter {
     client: Client,
     component: Arc<String>,
     sem: Arc<Semaphore>,
+    event_sem: Arc<Semaphore>,
+    events_pending: Arc<AtomicUsize>,
 }
+
+/// Events written concurrently.
+const EVENT_PARALLELISM: usize = 4;
+/// Events waiting to be written beyond which new ones are dropped.
+const EVENT_BACKLOG: usize = 4096;
 
 static EVENT_SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -380,7 +421,7 @@ fn now_rfc3339() -> String {
 
 impl Reporter {
     async fn bind(&self, pod: &Pod, node: &str) -> Result<(), BindFailure> {
-        let _permit = self.sem.acquire().await.map_err(|_| BindFailure::Retry)?;
+        let permit = self.sem.acquire().await.map_err(|_| BindFailure::Retry)?;
         let ns = pod
             .metadata
             .namespace
@@ -412,13 +453,43 @@ impl Reporter {
                 return Err(BindFailure::Retry);
             }
         }
+        drop(permit);
         let msg = format!("Successfully assigned {ns}/{name} to {node}");
-        self.event(pod, "Normal", "Scheduled", &msg).await;
+        self.spawn_event(pod, "Normal", "Scheduled", msg);
         Ok(())
     }
 
+    /// Record an event off the binding path, as upstream's event broadcaster does:
+    /// at most [`EVENT_PARALLELISM`] in flight, and dropped (with a debug log) when
+    /// [`EVENT_BACKLOG`] are already waiting.
+    fn spawn_event(&self, pod: &Pod, type_: &'static str, reason: &'static str, msg: String) {
+        if self.events_pending.fetch_add(1, Ordering::Relaxed) >= EVENT_BACKLOG {
+            self.events_pending.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(reason, "scheduler: event backlog full; event dropped");
+            return;
+        }
+        let rep = self.clone();
+        // Only what the event refers to, not the whole pod, waits in the backlog.
+        let pod = Pod {
+            metadata: kube::api::ObjectMeta {
+                name: pod.metadata.name.clone(),
+                namespace: pod.metadata.namespace.clone(),
+                uid: pod.metadata.uid.clone(),
+                resource_version: pod.metadata.resource_version.clone(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        tokio::spawn(async move {
+            if let Ok(_permit) = rep.event_sem.acquire().await {
+                rep.event(&pod, type_, reason, &msg).await;
+            }
+            rep.events_pending.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+
     async fn unschedulable(&self, pod: &Pod, msg: &str) {
-        let Ok(_permit) = self.sem.acquire().await else {
+        let Ok(permit) = self.sem.acquire().await else {
             return;
         };
         let ns = pod
@@ -436,7 +507,8 @@ impl Reporter {
                 tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "scheduler: status update failed");
             }
         }
-        self.event(pod, "Warning", "FailedScheduling", msg).await;
+        drop(permit);
+        self.spawn_event(pod, "Warning", "FailedScheduling", msg.to_string());
     }
 
     async fn event(&self, pod: &Pod, type_: &str, reason: &str, msg: &str) {
