@@ -10,7 +10,9 @@
 #
 # Knobs (environment): CLIENTS (32), PHASE_SECS (10), WATCHERS (1000),
 # WATCH_RATE (100), WATCH_SECS (10), FILL_TOTAL (100000), FILL_MAX_SECS (120),
-# PROTO_FLAG ("" = HTTP/2, "--http1" = HTTP/1.1 keep-alive), SKIP_BUILD (0; 1 = use the built binaries).
+# PROTO_FLAG ("" = HTTP/2, "--http1" = HTTP/1.1 keep-alive), SKIP_BUILD (0; 1 = use the built binaries),
+# PHASES ("create get watch fill store": the steps to run, e.g. PHASES=watch for the
+# watch fan-out alone, PHASES="fill" for the memory figure alone; get needs create).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,6 +26,8 @@ WATCH_SECS="${WATCH_SECS:-10}"
 FILL_TOTAL="${FILL_TOTAL:-100000}"
 FILL_MAX_SECS="${FILL_MAX_SECS:-120}"
 PROTO_FLAG="${PROTO_FLAG:-}"
+PHASES=" ${PHASES:-create get watch fill store} "
+phase() { [[ "$PHASES" == *" $1 "* ]]; }
 
 TMP="$(mktemp -d /tmp/navarch-bench.XXXXXX)"
 RESULTS="$TMP/results"
@@ -43,6 +47,9 @@ trap cleanup EXIT
 log() { echo "# $*" >&2; }
 record() { echo "$1 $2" | tee -a "$RESULTS"; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+# CPU time (user + system, clock ticks) and write syscalls of a process so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+write_calls() { awk '/^syscw:/ {print $2}' "/proc/$1/io"; }
 
 # Ulimit: 1,000 watch connections on each side.
 ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
@@ -99,20 +106,37 @@ val() { awk -v k="$1" '$1 == k {v = $2} END {print v}' "$RESULTS"; }
 lg 20 namespace bench
 lg 20 namespace bench-watch
 
-log "create: $CLIENTS clients, ${PHASE_SECS}s, ~500 B configmaps"
-lg $((PHASE_SECS + 30)) crud --op create --clients "$CLIENTS" --duration-secs "$PHASE_SECS" \
-    --namespace bench --prefix cm- --label api_create
-CREATED="$(val api_create_ok)"
+CREATED=0
+if phase create; then
+    log "create: $CLIENTS clients, ${PHASE_SECS}s, ~500 B configmaps"
+    lg $((PHASE_SECS + 30)) crud --op create --clients "$CLIENTS" --duration-secs "$PHASE_SECS" \
+        --namespace bench --prefix cm- --label api_create
+    CREATED="$(val api_create_ok)"
+fi
 
-log "get: $CLIENTS clients, ${PHASE_SECS}s over $CREATED configmaps"
-lg $((PHASE_SECS + 30)) crud --op get --clients "$CLIENTS" --duration-secs "$PHASE_SECS" \
-    --namespace bench --prefix cm- --existing "$CREATED" --label api_get
+if phase get && ((CREATED > 0)); then
+    log "get: $CLIENTS clients, ${PHASE_SECS}s over $CREATED configmaps"
+    lg $((PHASE_SECS + 30)) crud --op get --clients "$CLIENTS" --duration-secs "$PHASE_SECS" \
+        --namespace bench --prefix cm- --existing "$CREATED" --label api_get
+fi
 
-log "watch: $WATCHERS watches, $WATCH_RATE pods/s for ${WATCH_SECS}s"
-lg $((WATCH_SECS + 90)) watch --watchers "$WATCHERS" --rate "$WATCH_RATE" \
-    --duration-secs "$WATCH_SECS" --namespace bench-watch --prefix bw-
+if phase watch; then
+    log "watch: $WATCHERS watches, $WATCH_RATE pods/s for ${WATCH_SECS}s"
+    cpu0="$(cpu_ticks "$SERVER_PID")"
+    writes0="$(write_calls "$SERVER_PID")"
+    lg $((WATCH_SECS + 90)) watch --watchers "$WATCHERS" --rate "$WATCH_RATE" \
+        --duration-secs "$WATCH_SECS" --namespace bench-watch --prefix bw-
+    # Server CPU seconds and write(v) calls over the whole watch step (opening
+    # the watches, the creates, the fan-out): one write per event and watcher
+    # when idle, fewer when a busy server joins waiting events.
+    record watch_server_cpu_s "$(awk -v a="$cpu0" -v b="$(cpu_ticks "$SERVER_PID")" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", (b - a) / hz}')"
+    record watch_server_write_calls "$(( $(write_calls "$SERVER_PID") - writes0 ))"
+fi
 
 REMAINING=$((FILL_TOTAL - CREATED))
+if ! phase fill; then
+    REMAINING=0
+fi
 if ((REMAINING > 0)); then
     log "fill: $REMAINING more configmaps (to $FILL_TOTAL), at most ${FILL_MAX_SECS}s"
     lg $((FILL_MAX_SECS + 30)) crud --op create --clients "$CLIENTS" --duration-secs "$FILL_MAX_SECS" \
@@ -121,21 +145,26 @@ if ((REMAINING > 0)); then
 else
     TOTAL=$CREATED
 fi
-record configmaps_stored "$TOTAL"
-sleep 2
-record server_rss_full_mb "$(awk -v k="$(rss_kb "$SERVER_PID")" 'BEGIN {printf "%.1f", k/1024}')"
+if phase fill; then
+    record configmaps_stored "$TOTAL"
+    sleep 2
+    record server_rss_full_mb "$(awk -v k="$(rss_kb "$SERVER_PID")" 'BEGIN {printf "%.1f", k/1024}')"
+fi
 
 log "stopping server"
 kill -TERM "$SERVER_PID"
 for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
 SERVER_PID=""
 
-log "store baseline (store_bench, 32 writers x 300 puts)"
-timeout --kill-after=5 120 "$STORE_BENCH" "$TMP/store-bench" --writers 32 --puts 300 | tee -a "$RESULTS"
-
-API="$(val api_create_per_sec)"
-STORE="$(val store_put_per_sec)"
-record api_create_to_store_put_ratio "$(awk -v a="$API" -v s="$STORE" 'BEGIN {if (s > 0) printf "%.3f", a/s; else print "nan"}')"
+if phase store; then
+    log "store baseline (store_bench, 32 writers x 300 puts)"
+    timeout --kill-after=5 120 "$STORE_BENCH" "$TMP/store-bench" --writers 32 --puts 300 | tee -a "$RESULTS"
+    API="$(val api_create_per_sec)"
+    STORE="$(val store_put_per_sec)"
+    if [[ -n "$API" ]]; then
+        record api_create_to_store_put_ratio "$(awk -v a="$API" -v s="$STORE" 'BEGIN {if (s > 0) printf "%.3f", a/s; else print "nan"}')"
+    fi
+fi
 
 # Summary with goals.
 echo

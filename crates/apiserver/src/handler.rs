@@ -17,7 +17,7 @@ use crate::body::{self, FieldValidation};
 use crate::discovery::{self, Discovery};
 use crate::error::{ApiError, ApiResult};
 use crate::object::{self, meta_mut};
-use crate::openapi::OpenApiDocs;
+use crate::openapi::LazyOpenApiDocs;
 use crate::printers;
 use crate::registry::{Filter, Registry, WriteOptions};
 use crate::request::{self, Query, ResourceRequest, ResponseFormat, Target, Verb};
@@ -29,7 +29,8 @@ pub struct App {
     pub registry: Arc<Registry>,
     pub node_client: crate::nodeproxy::NodeClient,
     pub discovery: Discovery,
-    pub openapi: OpenApiDocs,
+    /// Built on first use (see [`LazyOpenApiDocs`]).
+    pub openapi: LazyOpenApiDocs,
     pub auth: crate::auth::Authenticator,
 }
 
@@ -114,14 +115,14 @@ async fn handle_inner(
         "/openapi/v3" | "/openapi/v3/" => {
             return Ok(bytes_response(
                 "application/json",
-                app.openapi.root().clone(),
+                app.openapi.get().await.root().clone(),
             ))
         }
         "/openapi/v2" => return Err(ApiError::path_not_found()),
         _ => {}
     }
     if let Some(doc) = path.strip_prefix("/openapi/v3/") {
-        return match app.openapi.document(doc) {
+        return match app.openapi.get().await.document(doc) {
             Some((_, b)) => Ok(bytes_response("application/json", b.clone())),
             None => Err(ApiError::path_not_found()),
         };

@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod error;
 pub mod handler;
 pub mod join;
+pub mod memtrim;
 pub mod nodeproxy;
 pub mod object;
 pub mod openapi;
@@ -138,7 +139,7 @@ pub async fn start(cfg: ServerConfig, store: Arc<dyn Store>) -> Result<Running, 
         pki: pki.clone(),
         registry,
         discovery: discovery::Discovery::build(),
-        openapi: openapi::OpenApiDocs::build(),
+        openapi: openapi::LazyOpenApiDocs::default(),
         auth,
     });
     let listener = tokio::net::TcpListener::bind((cfg.bind_address, cfg.https_port)).await?;
@@ -157,6 +158,9 @@ pub async fn start(cfg: ServerConfig, store: Arc<dyn Store>) -> Result<Running, 
     pki::write_private(&kubeconfig, text.as_bytes())?;
     tokio::spawn(server::serve(listener, tls, app.clone()));
     tokio::spawn(compactor(store));
+    if let Err(e) = memtrim::spawn_trimmer(memtrim::TRIM_EVERY) {
+        tracing::warn!(error = %e, "cannot start the heap trimmer");
+    }
     tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server listening");
     Ok(Running {
         addr,

@@ -19,6 +19,7 @@
 //! OpenAPI `x-kubernetes-patch-*` extensions instead of its compiled-in types.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use k8s_openapi::api::{
@@ -95,7 +96,8 @@ impl OpenApiDocs {
                 path,
                 Document {
                     hash,
-                    body: Bytes::from(body),
+                    // Exact size: the documents live as long as the server.
+                    body: Bytes::copy_from_slice(body.as_bytes()),
                 },
             );
         }
@@ -119,6 +121,36 @@ impl OpenApiDocs {
     /// The document paths served, e.g. `api/v1`, `apis/apps/v1`.
     pub fn paths(&self) -> impl Iterator<Item = &str> {
         self.documents.keys().map(String::as_str)
+    }
+}
+
+/// The OpenAPI documents, built on the first request for them rather than at
+/// start: building walks the schema of every kind (code and memory an idle
+/// server otherwise keeps resident), and most clients never ask.
+#[derive(Default)]
+pub struct LazyOpenApiDocs {
+    docs: tokio::sync::OnceCell<Arc<OpenApiDocs>>,
+}
+
+impl LazyOpenApiDocs {
+    /// The documents, building them (off the async workers) if this is the
+    /// first call; concurrent first callers wait for the one build.
+    pub async fn get(&self) -> Arc<OpenApiDocs> {
+        self.docs
+            .get_or_init(|| async {
+                match tokio::task::spawn_blocking(OpenApiDocs::build).await {
+                    Ok(d) => Arc::new(d),
+                    // The blocking pool is shutting down: build here.
+                    Err(_) => Arc::new(OpenApiDocs::build()),
+                }
+            })
+            .await
+            .clone()
+    }
+
+    /// Whether the documents were built yet.
+    pub fn is_built(&self) -> bool {
+        self.docs.initialized()
     }
 }
 
@@ -1002,6 +1034,19 @@ fn fix_scalar_schemas(schemas: &mut Map<String, Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn documents_are_built_once_on_first_use() {
+        let lazy = LazyOpenApiDocs::default();
+        assert!(!lazy.is_built());
+        let (a, b) = tokio::join!(lazy.get(), lazy.get());
+        assert!(lazy.is_built());
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(Arc::ptr_eq(&a, &lazy.get().await));
+        assert!(a.document("api/v1").is_some());
+        let root: Value = serde_json::from_slice(a.root()).unwrap();
+        assert!(root["paths"]["api/v1"]["serverRelativeURL"].is_string());
+    }
 
     fn doc(docs: &OpenApiDocs, path: &str) -> Value {
         let (_, body) = docs.document(path).expect("document");

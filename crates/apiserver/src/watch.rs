@@ -1,28 +1,44 @@
 //! Serving watches: newline-delimited JSON events (one-row Tables, or
-//! PartialObjectMetadata when asked for), fed by the
-//! watch cache, filtered per watcher, closed at the timeout.
+//! PartialObjectMetadata when asked for), fed by the watch cache, filtered per
+//! watcher, closed at the timeout.
+//!
+//! A watch response body is a stream polled directly by the HTTP connection (no
+//! task or channel per watcher). Each poll hands out the shared, pre-encoded
+//! event line of the watch cache when the watcher sees the stored object as is,
+//! and when several events are already waiting (the server is busy) it joins
+//! them into one chunk: one DATA frame, one TLS record run, one `writev` for
+//! the batch instead of one per event. An idle server therefore writes every
+//! event at once, and a loaded one amortizes its per-write cost.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use bytes::{BufMut, Bytes, BytesMut};
-use futures::StreamExt;
+use bytes::{Bytes, BytesMut};
+use futures::{FutureExt, Stream, StreamExt};
+use navarch_store::{Revision, WatchStream};
 use serde_json::{json, Value};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast::{self, error::TryRecvError};
+use tokio::time::{Interval, Sleep};
 
 use crate::error::{ApiError, ApiResult};
 use crate::handler::{stream_body, table_row, watch_timeout};
 use crate::printers;
 use crate::registry::{Filter, Registry};
 use crate::request::{Query, ResourceRequest, ResponseFormat};
-use crate::watchcache::{CachedEvent, WatchType};
+use crate::watchcache::{event_line, CachedEvent, LineFormat, WatchType};
 use navarch_api::catalog::ResourceType;
 
 /// How often a watch that asked for bookmarks gets one.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
 
+/// Upper bound of one body chunk when events are joined (the initial events of
+/// a large list, or a backlog): keeps frames and buffers moderate.
+const MAX_CHUNK: usize = 256 * 1024;
+
+/// One watcher's view: which events it sees and how they are presented.
 struct Watcher {
     rt: &'static ResourceType,
     prefix: String,
@@ -31,7 +47,7 @@ struct Watcher {
     format: ResponseFormat,
     include: String,
     sent_columns: bool,
-    last_revision: i64,
+    last_revision: Revision,
 }
 
 impl Watcher {
@@ -45,83 +61,104 @@ impl Watcher {
         }
     }
 
-    /// What this watcher should see of an event, if anything: the event type, the
-    /// object, and whether it is the stored (shared, pre-serialized) one.
-    fn project(&self, ev: &CachedEvent) -> Option<(WatchType, Arc<Value>, bool)> {
+    /// What this watcher should see of an event, if anything: the event type and
+    /// the object as this watcher's version presents it.
+    fn project(&self, ev: &CachedEvent) -> Option<(WatchType, Arc<Value>)> {
         if ev.revision <= self.last_revision || !ev.key.starts_with(&self.prefix) {
             return None;
         }
+        let stored = ev.object()?;
         if let Some(n) = &self.name {
-            if crate::object::name(&ev.object) != n {
+            if crate::object::name(stored) != n {
                 return None;
             }
         }
-        let obj = self.view(&ev.object);
-        let shared = Arc::ptr_eq(&obj, &ev.object);
+        let obj = self.view(stored);
         if self.filter.is_empty() {
-            return Some((ev.event_type, obj, shared));
+            return Some((ev.event_type, obj));
         }
         let now = self.filter.matches(&obj);
-        let before = ev
-            .prev
-            .as_ref()
-            .map(|p| self.filter.matches(&self.view(p)))
-            .unwrap_or(false);
+        let before = || {
+            ev.prev()
+                .map(|p| self.filter.matches(&self.view(p)))
+                .unwrap_or(false)
+        };
         let t = match ev.event_type {
             WatchType::Added => now.then_some(WatchType::Added),
-            WatchType::Deleted => (now || before).then_some(WatchType::Deleted),
-            WatchType::Modified => match (before, now) {
+            WatchType::Deleted => (now || before()).then_some(WatchType::Deleted),
+            WatchType::Modified => match (before(), now) {
                 (true, true) => Some(WatchType::Modified),
                 (false, true) => Some(WatchType::Added),
                 (true, false) => Some(WatchType::Deleted),
                 (false, false) => None,
             },
         }?;
-        Some((t, obj, shared))
+        Some((t, obj))
     }
 
-    fn encode(&mut self, t: &str, obj: &Value, json_bytes: Option<&Bytes>) -> Bytes {
-        let mut out = BytesMut::with_capacity(256);
-        out.put_slice(b"{\"type\":\"");
-        out.put_slice(t.as_bytes());
-        out.put_slice(b"\",\"object\":");
+    /// The shared line format of the cache this watcher can use, if any (Tables
+    /// are per watcher: their columns are sent once per stream).
+    fn line_format(&self) -> Option<LineFormat> {
         match self.format {
-            ResponseFormat::Json => match json_bytes {
-                Some(b) => out.put_slice(b),
-                None => out.put_slice(&serde_json::to_vec(obj).unwrap_or_default()),
-            },
-            ResponseFormat::Metadata => {
-                let partial = crate::handler::partial_metadata(obj);
-                out.put_slice(&serde_json::to_vec(&partial).unwrap_or_default());
-            }
-            ResponseFormat::Table => {
-                let row = table_row(self.rt, obj, &self.include, chrono::Utc::now());
-                let cols = if self.sent_columns {
-                    json!([])
-                } else {
-                    printers::column_definitions_json(self.rt)
-                };
-                self.sent_columns = true;
-                let rv = crate::object::meta_str(obj, "resourceVersion")
-                    .unwrap_or("")
-                    .to_string();
-                let table = json!({
-                    "kind": "Table", "apiVersion": "meta.k8s.io/v1",
-                    "metadata": {"resourceVersion": rv},
-                    "columnDefinitions": cols, "rows": [row],
-                });
-                out.put_slice(&serde_json::to_vec(&table).unwrap_or_default());
-            }
+            ResponseFormat::Json => Some(LineFormat::Object),
+            ResponseFormat::Metadata => Some(LineFormat::Metadata),
+            ResponseFormat::Table => None,
         }
-        out.put_slice(b"}\n");
-        out.freeze()
     }
 
-    fn event(&mut self, t: WatchType, ev_obj: &Arc<Value>, shared: Option<&Bytes>) -> Bytes {
-        self.encode(t.as_str(), ev_obj, shared)
+    /// Encode `obj` as an event of type `t` for this watcher.
+    fn encode(&mut self, t: WatchType, obj: &Value) -> Bytes {
+        match self.line_format() {
+            Some(f) => event_line(t, f, obj),
+            None => self.table_event(t, obj),
+        }
     }
 
-    fn bookmark(&self, rv: i64, initial_end: bool) -> Bytes {
+    fn table_event(&mut self, t: WatchType, obj: &Value) -> Bytes {
+        let row = table_row(self.rt, obj, &self.include, chrono::Utc::now());
+        let cols = if self.sent_columns {
+            json!([])
+        } else {
+            printers::column_definitions_json(self.rt)
+        };
+        self.sent_columns = true;
+        let rv = crate::object::meta_str(obj, "resourceVersion")
+            .unwrap_or("")
+            .to_string();
+        let table = json!({
+            "kind": "Table", "apiVersion": "meta.k8s.io/v1",
+            "metadata": {"resourceVersion": rv},
+            "columnDefinitions": cols, "rows": [row],
+        });
+        let mut v = Vec::with_capacity(512);
+        v.extend_from_slice(b"{\"type\":\"");
+        v.extend_from_slice(t.as_str().as_bytes());
+        v.extend_from_slice(b"\",\"object\":");
+        if let Err(e) = serde_json::to_writer(&mut v, &table) {
+            tracing::error!(error = %e, "cannot serialize a table watch event");
+        }
+        v.extend_from_slice(b"}\n");
+        Bytes::from(v)
+    }
+
+    /// The bytes this watcher gets for a cached event, if it sees it at all:
+    /// the cache's shared line when the object is presented as stored.
+    fn cached_event(&mut self, ev: &CachedEvent) -> Option<Bytes> {
+        let out = self.project(ev).map(|(t, obj)| {
+            let shared = ev.object().is_some_and(|o| Arc::ptr_eq(o, &obj));
+            match self.line_format().filter(|_| shared) {
+                Some(f) => match ev.line(f, t) {
+                    Some(line) => line.clone(),
+                    None => self.encode(t, &obj),
+                },
+                None => self.encode(t, &obj),
+            }
+        });
+        self.last_revision = self.last_revision.max(ev.revision);
+        out
+    }
+
+    fn bookmark(&self, rv: Revision, initial_end: bool) -> Bytes {
         let mut meta = json!({"resourceVersion": rv.to_string()});
         if initial_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
@@ -144,8 +181,221 @@ fn error_event(e: &ApiError) -> Bytes {
     Bytes::from(v)
 }
 
-fn streaming_response(rx: mpsc::Receiver<Bytes>) -> Response {
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+/// Collects the events of one body chunk: the first one is kept as is (no copy
+/// for a lone event, the common case), more are joined.
+#[derive(Default)]
+struct Chunk {
+    first: Option<Bytes>,
+    joined: Option<BytesMut>,
+}
+
+impl Chunk {
+    fn push(&mut self, b: Bytes) {
+        match (&mut self.first, &mut self.joined) {
+            (None, _) => self.first = Some(b),
+            (Some(first), None) => {
+                let mut j = BytesMut::with_capacity((first.len() + b.len()) * 2);
+                j.extend_from_slice(first);
+                j.extend_from_slice(&b);
+                self.joined = Some(j);
+            }
+            (Some(_), Some(j)) => j.extend_from_slice(&b),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match (&self.first, &self.joined) {
+            (_, Some(j)) => j.len(),
+            (Some(f), None) => f.len(),
+            (None, None) => 0,
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.len() >= MAX_CHUNK
+    }
+
+    fn take(self) -> Option<Bytes> {
+        match (self.first, self.joined) {
+            (_, Some(j)) => Some(j.freeze()),
+            (first, None) => first,
+        }
+    }
+}
+
+/// Where live events come from.
+enum Source {
+    /// The resource's watch cache (shared decoding and encoding).
+    Cache(broadcast::Receiver<Arc<CachedEvent>>),
+    /// A store watch of this watcher's own (the cache no longer reaches back
+    /// to the requested revision).
+    Store(WatchStream),
+}
+
+/// The state of one watch response body.
+struct Feed {
+    w: Watcher,
+    /// Listed objects to send as ADDED first (`sendInitialEvents`, or a watch
+    /// without a resourceVersion).
+    initial: std::vec::IntoIter<Value>,
+    /// The `initial-events-end` bookmark to send after `initial`, at this revision.
+    initial_end: Option<Revision>,
+    /// Buffered events from the cache to replay before the live feed.
+    replay: std::vec::IntoIter<Arc<CachedEvent>>,
+    source: Source,
+    deadline: Pin<Box<Sleep>>,
+    /// Periodic bookmarks, when the client allows them.
+    bookmarks: Option<Interval>,
+    done: bool,
+}
+
+impl Feed {
+    /// The next body chunk; `None` ends the watch.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        let mut chunk = Chunk::default();
+        for o in self.initial.by_ref() {
+            chunk.push(self.w.encode(WatchType::Added, &o));
+            if chunk.full() {
+                return chunk.take();
+            }
+        }
+        if let Some(rv) = self.initial_end.take() {
+            chunk.push(self.w.bookmark(rv, true));
+        }
+        for ev in self.replay.by_ref() {
+            if let Some(b) = self.w.cached_event(&ev) {
+                chunk.push(b);
+                if chunk.full() {
+                    return chunk.take();
+                }
+            }
+        }
+        if chunk.first.is_some() {
+            return chunk.take();
+        }
+        loop {
+            match self.wait_live().await {
+                Live::Bytes(b) => chunk.push(b),
+                Live::Skip => continue,
+                Live::End(last) => {
+                    self.done = true;
+                    if let Some(b) = last {
+                        chunk.push(b);
+                    }
+                    return chunk.take();
+                }
+            }
+            // Whatever else is already waiting goes into the same chunk.
+            self.drain_ready(&mut chunk);
+            return chunk.take();
+        }
+    }
+
+    /// Wait for the next live event, bookmark, or the end of the watch.
+    async fn wait_live(&mut self) -> Live {
+        let Feed {
+            w,
+            source,
+            deadline,
+            bookmarks,
+            ..
+        } = self;
+        let tick = async {
+            match bookmarks.as_mut() {
+                Some(t) => {
+                    t.tick().await;
+                }
+                None => futures::future::pending::<()>().await,
+            }
+        };
+        let next = match source {
+            Source::Cache(rx) => tokio::select! {
+                _ = deadline => return Live::End(None),
+                _ = tick => return Live::Bytes(w.bookmark(w.last_revision, false)),
+                r = rx.recv() => Incoming::Cached(r.map_err(|_| ())),
+            },
+            Source::Store(stream) => tokio::select! {
+                _ = deadline => return Live::End(None),
+                _ = tick => return Live::Bytes(w.bookmark(w.last_revision, false)),
+                r = stream.next() => Incoming::Store(r),
+            },
+        };
+        self.incoming(next)
+    }
+
+    /// Turn one received item into what the watcher sends.
+    fn incoming(&mut self, item: Incoming) -> Live {
+        match item {
+            // Lagging behind the live feed (or the cache going away) ends the
+            // watch; the client resumes from its last resourceVersion.
+            Incoming::Cached(Err(())) => Live::End(None),
+            Incoming::Cached(Ok(ev)) => match self.w.cached_event(&ev) {
+                Some(b) => Live::Bytes(b),
+                None => Live::Skip,
+            },
+            Incoming::Store(Some(Ok(ev))) => {
+                let ev = CachedEvent::from_store(ev);
+                match self.w.cached_event(&ev) {
+                    Some(b) => Live::Bytes(b),
+                    None => Live::Skip,
+                }
+            }
+            Incoming::Store(Some(Err(e))) => Live::End(Some(error_event(&ApiError::from(e)))),
+            Incoming::Store(None) => Live::End(None),
+        }
+    }
+
+    /// Add every event that is already available, without waiting, up to the
+    /// chunk limit.
+    fn drain_ready(&mut self, chunk: &mut Chunk) {
+        while !chunk.full() {
+            let item = match &mut self.source {
+                Source::Cache(rx) => match rx.try_recv() {
+                    Ok(ev) => Incoming::Cached(Ok(ev)),
+                    Err(TryRecvError::Empty) => return,
+                    Err(TryRecvError::Lagged(_)) | Err(TryRecvError::Closed) => {
+                        Incoming::Cached(Err(()))
+                    }
+                },
+                Source::Store(stream) => match stream.next().now_or_never() {
+                    Some(r) => Incoming::Store(r),
+                    None => return,
+                },
+            };
+            match self.incoming(item) {
+                Live::Bytes(b) => chunk.push(b),
+                Live::Skip => {}
+                Live::End(last) => {
+                    self.done = true;
+                    if let Some(b) = last {
+                        chunk.push(b);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+enum Incoming {
+    Cached(Result<Arc<CachedEvent>, ()>),
+    Store(Option<navarch_store::Result<navarch_store::Event>>),
+}
+
+enum Live {
+    Bytes(Bytes),
+    Skip,
+    /// The watch ends, after these last bytes if any.
+    End(Option<Bytes>),
+}
+
+fn streaming_response<S>(stream: S) -> Response
+where
+    S: Stream<Item = Bytes> + Send + 'static,
+{
     let mut r = (StatusCode::OK, stream_body(stream)).into_response();
     r.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
@@ -158,13 +408,13 @@ fn streaming_response(rx: mpsc::Receiver<Bytes>) -> Response {
     r
 }
 
-/// Serve a watch request.
-pub async fn serve(
-    reg: Arc<Registry>,
-    rr: ResourceRequest,
-    q: Query,
+/// The body of a watch request, as a stream of chunks of complete event lines.
+pub async fn open(
+    reg: &Registry,
+    rr: &ResourceRequest,
+    q: &Query,
     format: ResponseFormat,
-) -> ApiResult<Response> {
+) -> ApiResult<Pin<Box<dyn Stream<Item = Bytes> + Send>>> {
     let rt = rr.rt;
     let ns = rr.namespace.as_deref();
     let filter = Filter::parse(rt, q.label_selector.as_deref(), q.field_selector.as_deref())?;
@@ -181,9 +431,8 @@ pub async fn serve(
         sent_columns: false,
         last_revision: 0,
     };
-    let (tx, rx) = mpsc::channel::<Bytes>(512);
     let send_initial = q.send_initial_events == Some(true);
-    let rv: Option<i64> = match q.resource_version.as_deref() {
+    let rv: Option<Revision> = match q.resource_version.as_deref() {
         None | Some("0") => None,
         Some(s) => Some(
             s.parse()
@@ -196,9 +445,9 @@ pub async fn serve(
             let compacted = reg.store.compacted_revision();
             if n < compacted {
                 let e = ApiError::expired(format!("too old resource version: {n} ({compacted})"));
-                let _ = tx.send(error_event(&e)).await;
-                drop(tx);
-                return Ok(streaming_response(rx));
+                return Ok(Box::pin(futures::stream::once(
+                    async move { error_event(&e) },
+                )));
             }
             n
         }
@@ -217,88 +466,47 @@ pub async fn serve(
             res.revision
         }
     };
-    let sub = reg.cache(rt).and_then(|c| c.subscribe(after));
-    let fallback = match &sub {
-        Some(_) => None,
-        None => Some(reg.store.watch(&w.prefix, after).map_err(ApiError::from)?),
+    w.last_revision = after;
+    let (replay, source) = match reg.cache(rt).and_then(|c| c.subscribe(after)) {
+        Some(sub) => (sub.replay, Source::Cache(sub.live)),
+        None => (
+            Vec::new(),
+            Source::Store(reg.store.watch(&w.prefix, after).map_err(ApiError::from)?),
+        ),
     };
-    let timeout = watch_timeout(&q);
-    let bookmarks = q.allow_watch_bookmarks;
-    tokio::spawn(async move {
-        let deadline = tokio::time::sleep(timeout);
-        tokio::pin!(deadline);
-        for o in &initial {
-            let b = w.event(WatchType::Added, &Arc::new(o.clone()), None);
-            if tx.send(b).await.is_err() {
-                return;
-            }
-        }
-        w.last_revision = after;
-        if send_initial && tx.send(w.bookmark(after, true)).await.is_err() {
-            return;
-        }
-        let mut tick = tokio::time::interval(BOOKMARK_EVERY);
-        tick.tick().await;
-        match (sub, fallback) {
-            (Some(mut sub), _) => {
-                for ev in sub.replay.drain(..) {
-                    if let Some((t, obj, shared)) = w.project(&ev) {
-                        let json =
-                            (shared && w.format == ResponseFormat::Json).then(|| ev.object_json());
-                        let b = w.event(t, &obj, json);
-                        if tx.send(b).await.is_err() {
-                            return;
-                        }
-                    }
-                    w.last_revision = w.last_revision.max(ev.revision);
-                }
-                loop {
-                    tokio::select! {
-                        _ = &mut deadline => return,
-                        _ = tx.closed() => return,
-                        _ = tick.tick(), if bookmarks => {
-                            if tx.send(w.bookmark(w.last_revision, false)).await.is_err() { return; }
-                        }
-                        r = sub.live.recv() => match r {
-                            Ok(ev) => {
-                                if let Some((t, obj, shared)) = w.project(&ev) {
-                                    let json = (shared && w.format == ResponseFormat::Json).then(|| ev.object_json());
-                                    let b = w.event(t, &obj, json);
-                                    if tx.send(b).await.is_err() { return; }
-                                }
-                                w.last_revision = w.last_revision.max(ev.revision);
-                            }
-                            Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => return,
-                        }
-                    }
-                }
-            }
-            (None, Some(mut stream)) => loop {
-                tokio::select! {
-                    _ = &mut deadline => return,
-                    _ = tx.closed() => return,
-                    _ = tick.tick(), if bookmarks => {
-                        if tx.send(w.bookmark(w.last_revision, false)).await.is_err() { return; }
-                    }
-                    r = stream.next() => match r {
-                        Some(Ok(ev)) => {
-                            let Some(ev) = CachedEvent::from_store(ev) else { continue };
-                            if let Some((t, obj, _)) = w.project(&ev) {
-                                let b = w.event(t, &obj, None);
-                                if tx.send(b).await.is_err() { return; }
-                            }
-                            w.last_revision = w.last_revision.max(ev.revision);
-                        }
-                        Some(Err(e)) => {
-                            let _ = tx.send(error_event(&ApiError::from(e))).await;
-                            return;
-                        }
-                        None => return,
-                    }
-                }
-            },
-            (None, None) => {}
-        }
+    let bookmarks = q.allow_watch_bookmarks.then(|| {
+        let start = tokio::time::Instant::now() + BOOKMARK_EVERY;
+        tokio::time::interval_at(start, BOOKMARK_EVERY)
     });
-    Ok(streaming_response(rx))
+    let feed = Feed {
+        w,
+        initial: initial.into_iter(),
+        initial_end: send_initial.then_some(after),
+        replay: replay.into_iter(),
+        source,
+        deadline: Box::pin(tokio::time::sleep(watch_timeout(q))),
+        bookmarks,
+        done: false,
+    };
+    Ok(Box::pin(futures::stream::unfold(
+        feed,
+        |mut feed| async move {
+            let chunk = feed.next_chunk().await?;
+            Some((chunk, feed))
+        },
+    )))
 }
+
+/// Serve a watch request.
+pub async fn serve(
+    reg: Arc<Registry>,
+    rr: ResourceRequest,
+    q: Query,
+    format: ResponseFormat,
+) -> ApiResult<Response> {
+    let body = open(&reg, &rr, &q, format).await?;
+    Ok(streaming_response(body))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,11 @@
 //! The watch cache: one store watch per storage prefix, each change decoded once
 //! and fanned out to every API watcher of that resource (upstream's "cacher").
 //!
+//! Every change is decoded once, and its watch-event line (`{"type":...,
+//! "object":...}\n`) is serialized once per output format (full object or
+//! `PartialObjectMetadata`) and event type, then shared as [`Bytes`] by every
+//! watcher: a watcher's own work is selector filtering and a write.
+//!
 //! A bounded buffer of recent events lets a watcher that starts from a recent
 //! resourceVersion replay what it missed without touching the store.
 
@@ -23,6 +28,7 @@ pub enum WatchType {
 }
 
 impl WatchType {
+    /// The `type` field of a watch event.
     pub fn as_str(self) -> &'static str {
         match self {
             WatchType::Added => "ADDED",
@@ -30,54 +36,135 @@ impl WatchType {
             WatchType::Deleted => "DELETED",
         }
     }
+
+    fn index(self) -> usize {
+        match self {
+            WatchType::Added => 0,
+            WatchType::Modified => 1,
+            WatchType::Deleted => 2,
+        }
+    }
 }
 
-/// One decoded change.
+/// The shape of the object inside an encoded watch event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineFormat {
+    /// The whole object, as stored.
+    Object,
+    /// `meta.k8s.io/v1` `PartialObjectMetadata`: only the object's metadata.
+    Metadata,
+}
+
+impl LineFormat {
+    fn index(self) -> usize {
+        match self {
+            LineFormat::Object => 0,
+            LineFormat::Metadata => 3,
+        }
+    }
+}
+
+/// One change of the store, decoded at most once (on first use: kinds nobody
+/// watches are never decoded) and encoded at most once per line format and type.
 #[derive(Debug)]
 pub struct CachedEvent {
     pub revision: Revision,
     pub event_type: WatchType,
     pub key: String,
-    /// The object (for a deletion: its last state) with resourceVersion set.
-    pub object: Arc<Value>,
-    /// The object before the change, for selector transitions.
-    pub prev: Option<Arc<Value>>,
-    /// `object` serialized once, shared by all JSON watchers.
-    json: OnceLock<Bytes>,
+    /// The stored object (for a deletion: its last state), shared with the store.
+    raw: Bytes,
+    object: OnceLock<Option<Arc<Value>>>,
+    /// The stored bytes and revision of the object before the change; decoded
+    /// only when a watcher with a selector needs it.
+    prev_raw: Option<(Bytes, Revision)>,
+    prev: OnceLock<Option<Arc<Value>>>,
+    /// Encoded event lines, `[format][type]`, each built on first use and then
+    /// shared by every watcher.
+    lines: [OnceLock<Bytes>; 6],
 }
 
 impl CachedEvent {
-    /// Decode a store event (once).
-    pub fn from_store(ev: navarch_store::Event) -> Option<Arc<CachedEvent>> {
-        let rev = ev.kv.mod_revision;
+    /// Wrap a store event; nothing is decoded yet.
+    pub fn from_store(ev: navarch_store::Event) -> Arc<CachedEvent> {
         let event_type = match ev.event_type {
             EventType::Put if ev.prev.is_none() => WatchType::Added,
             EventType::Put => WatchType::Modified,
             EventType::Delete => WatchType::Deleted,
         };
-        let Some(object) = decode_stored(&ev.kv.value, rev) else {
-            tracing::error!(key = %ev.kv.key, "undecodable object in store; not delivered to watchers");
-            return None;
-        };
-        let prev = ev
-            .prev
-            .as_ref()
-            .and_then(|p| decode_stored(&p.value, p.mod_revision))
-            .map(Arc::new);
-        Some(Arc::new(CachedEvent {
-            revision: rev,
+        Arc::new(CachedEvent {
+            revision: ev.kv.mod_revision,
             event_type,
             key: ev.kv.key,
-            object: Arc::new(object),
-            prev,
-            json: OnceLock::new(),
-        }))
+            raw: ev.kv.value,
+            object: OnceLock::new(),
+            prev_raw: ev.prev.map(|p| (p.value, p.mod_revision)),
+            prev: OnceLock::new(),
+            lines: Default::default(),
+        })
     }
 
-    pub fn object_json(&self) -> &Bytes {
-        self.json
-            .get_or_init(|| Bytes::from(serde_json::to_vec(&*self.object).unwrap_or_default()))
+    /// The object with its resourceVersion set, decoded on first use; `None`
+    /// (logged once) when the stored bytes are not a JSON object.
+    pub fn object(&self) -> Option<&Arc<Value>> {
+        self.object
+            .get_or_init(|| {
+                let v = decode_stored(&self.raw, self.revision).map(Arc::new);
+                if v.is_none() {
+                    tracing::error!(key = %self.key, revision = self.revision,
+                        "undecodable object in store; not delivered to watchers");
+                }
+                v
+            })
+            .as_ref()
     }
+
+    /// The object before the change (None for a creation), decoded on first use.
+    pub fn prev(&self) -> Option<&Arc<Value>> {
+        self.prev
+            .get_or_init(|| {
+                let (raw, rev) = self.prev_raw.as_ref()?;
+                decode_stored(raw, *rev).map(Arc::new)
+            })
+            .as_ref()
+    }
+
+    /// The complete watch-event line (newline included) presenting this event's
+    /// object as `t` in `format`; serialized once, then shared. `None` when the
+    /// object cannot be decoded.
+    pub fn line(&self, format: LineFormat, t: WatchType) -> Option<&Bytes> {
+        let slot = &self.lines[format.index() + t.index()];
+        if let Some(b) = slot.get() {
+            return Some(b);
+        }
+        let obj = self.object()?;
+        Some(slot.get_or_init(|| event_line(t, format, obj)))
+    }
+}
+
+/// Serialize one watch-event line: `{"type":"<t>","object":<obj>}` and a newline,
+/// the object in `format`.
+pub fn event_line(t: WatchType, format: LineFormat, obj: &Value) -> Bytes {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(t.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
+    let written = match format {
+        LineFormat::Object => serde_json::to_writer(&mut out, obj),
+        LineFormat::Metadata => {
+            out.extend_from_slice(
+                b"{\"kind\":\"PartialObjectMetadata\",\"apiVersion\":\"meta.k8s.io/v1\",\"metadata\":",
+            );
+            let empty = Value::Object(Default::default());
+            let meta = obj.get("metadata").unwrap_or(&empty);
+            serde_json::to_writer(&mut out, meta).map(|()| out.push(b'}'))
+        }
+    };
+    if let Err(e) = written {
+        // A serde_json::Value always serializes; keep the stream well-formed anyway.
+        tracing::error!(error = %e, "cannot serialize a watch event");
+    }
+    out.extend_from_slice(b"}\n");
+    Bytes::from(out)
 }
 
 /// Decode a stored value into an API object carrying `revision` as its
@@ -171,9 +258,7 @@ impl WatchCache {
     }
 
     fn push(&self, ev: navarch_store::Event) {
-        let Some(cached) = CachedEvent::from_store(ev) else {
-            return;
-        };
+        let cached = CachedEvent::from_store(ev);
         let rev = cached.revision;
         let mut inner = self.inner.lock();
         inner.last_revision = rev;
@@ -208,5 +293,130 @@ impl WatchCache {
 
     pub fn last_revision(&self) -> Revision {
         self.inner.lock().last_revision
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use navarch_store::KeyValue;
+    use serde_json::json;
+
+    fn kv(value: &Value, rev: Revision) -> KeyValue {
+        KeyValue {
+            key: "/registry/core/configmaps/default/a".into(),
+            value: Bytes::from(serde_json::to_vec(value).unwrap()),
+            create_revision: 1,
+            mod_revision: rev,
+        }
+    }
+
+    fn obj(labels: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "namespace": "default", "labels": labels},
+            "data": {"k": "v"}})
+    }
+
+    fn modified() -> Arc<CachedEvent> {
+        CachedEvent::from_store(navarch_store::Event {
+            event_type: EventType::Put,
+            kv: kv(&obj(json!({"v": "2"})), 7),
+            prev: Some(kv(&obj(json!({"v": "1"})), 5)),
+        })
+    }
+
+    #[test]
+    fn decodes_lazily_and_once() {
+        let ev = modified();
+        assert_eq!(ev.event_type, WatchType::Modified);
+        assert!(ev.object.get().is_none(), "nothing decoded before use");
+        assert!(ev.prev.get().is_none());
+        let o = ev.object().unwrap();
+        assert_eq!(o["metadata"]["resourceVersion"], "7");
+        assert!(Arc::ptr_eq(o, ev.object().unwrap()), "decoded once");
+        assert!(ev.prev.get().is_none(), "prev only when asked");
+        assert_eq!(ev.prev().unwrap()["metadata"]["resourceVersion"], "5");
+        assert_eq!(ev.prev().unwrap()["metadata"]["labels"]["v"], "1");
+    }
+
+    #[test]
+    fn lines_are_encoded_once_per_format_and_type() {
+        let ev = modified();
+        let a = ev.line(LineFormat::Object, WatchType::Modified).unwrap();
+        let b = ev.line(LineFormat::Object, WatchType::Modified).unwrap();
+        assert_eq!(a.as_ptr(), b.as_ptr());
+        let v: Value = serde_json::from_slice(a).unwrap();
+        assert!(a.ends_with(b"}\n"));
+        assert_eq!(v["type"], "MODIFIED");
+        assert_eq!(v["object"], **ev.object().unwrap());
+        // A selector can turn the same change into an ADDED or DELETED.
+        let added = ev.line(LineFormat::Object, WatchType::Added).unwrap();
+        assert!(added.starts_with(b"{\"type\":\"ADDED\",\"object\":{"));
+        let meta = ev.line(LineFormat::Metadata, WatchType::Deleted).unwrap();
+        let v: Value = serde_json::from_slice(meta).unwrap();
+        assert_eq!(v["type"], "DELETED");
+        assert_eq!(
+            v["object"],
+            json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                "metadata": ev.object().unwrap()["metadata"].clone()})
+        );
+    }
+
+    #[test]
+    fn undecodable_objects_have_no_line() {
+        let ev = CachedEvent::from_store(navarch_store::Event {
+            event_type: EventType::Put,
+            kv: KeyValue {
+                key: "/x".into(),
+                value: Bytes::from_static(b"{not json"),
+                create_revision: 1,
+                mod_revision: 1,
+            },
+            prev: None,
+        });
+        assert_eq!(ev.event_type, WatchType::Added);
+        assert!(ev.object().is_none());
+        assert!(ev.line(LineFormat::Object, WatchType::Added).is_none());
+    }
+
+    #[tokio::test]
+    async fn subscribe_replays_after_a_revision_or_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = navarch_store::embedded::EmbeddedStore::open(
+            dir.path(),
+            navarch_store::embedded::EmbeddedOptions::default(),
+        )
+        .unwrap();
+        store
+            .put(
+                "/old",
+                Bytes::from_static(b"{}"),
+                navarch_store::Precondition::None,
+            )
+            .await
+            .unwrap();
+        let cache = WatchCache::start(store.clone(), "/p/".into(), 2);
+        assert!(cache.subscribe(0).is_none(), "before the cache started");
+        for i in 0..3 {
+            let v = Bytes::from(format!("{{\"metadata\":{{\"name\":\"k{i}\"}}}}"));
+            store
+                .put(&format!("/p/k{i}"), v, navarch_store::Precondition::None)
+                .await
+                .unwrap();
+        }
+        let last = store.current_revision();
+        for _ in 0..500 {
+            if cache.last_revision() >= last {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(cache.last_revision(), last);
+        // Capacity 2: the first of the three fell out of the buffer.
+        assert!(cache.subscribe(last - 3).is_none());
+        let sub = cache.subscribe(last - 2).unwrap();
+        let revs: Vec<Revision> = sub.replay.iter().map(|e| e.revision).collect();
+        assert_eq!(revs, [last - 1, last]);
+        assert!(cache.subscribe(last).unwrap().replay.is_empty());
     }
 }

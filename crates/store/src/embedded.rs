@@ -300,9 +300,13 @@ impl Store for EmbeddedStore {
     }
 
     async fn put(&self, key: &str, value: Bytes, pre: Precondition) -> Result<KeyValue> {
+        // The index keeps the value for as long as the key lives: hold an
+        // exact-size copy, not the caller's buffer (a `Vec` grown by doubling,
+        // or a slice of a larger request body, would keep up to twice the
+        // value's size, or the whole body, alive).
         let op = Op::Put {
             key: key.to_owned(),
-            value,
+            value: Bytes::copy_from_slice(&value),
             pre,
         };
         self.submit(op).await?.ok_or(StoreError::Closed)

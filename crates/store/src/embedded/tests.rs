@@ -65,6 +65,26 @@ async fn put_get_and_revisions() {
 }
 
 #[tokio::test]
+async fn stored_values_do_not_keep_the_callers_buffer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // A value that is a slice of a much larger buffer (a request body, say).
+    let body = Bytes::from(vec![b'x'; 64 * 1024]);
+    let value = body.slice(100..200);
+    store
+        .put("/k", value.clone(), Precondition::None)
+        .await
+        .unwrap();
+    let got = store.get("/k").await.unwrap().unwrap();
+    assert_eq!(got.value, value);
+    let range = body.as_ptr_range();
+    assert!(
+        !range.contains(&got.value.as_ptr()),
+        "the index holds its own copy, not a view into the caller's buffer"
+    );
+}
+
+#[tokio::test]
 async fn preconditions_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
