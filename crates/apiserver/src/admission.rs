@@ -36,6 +36,7 @@ pub async fn admit_create(
         .to_string();
     let is_pod = rt.group.is_empty() && rt.plural == "pods";
     if is_pod {
+        admit_priority(reg, &name, obj).await?;
         let ranges = list(reg, "limitranges", ns).await?;
         if !ranges.is_empty() {
             let errs = apply_limit_ranges(&ranges, obj);
@@ -73,6 +74,93 @@ pub async fn admit_create(
         )?;
     }
     Ok(())
+}
+
+/// Upstream's built-in classes (they need no object).
+pub const SYSTEM_PRIORITY_CLASSES: [(&str, i64); 2] = [
+    ("system-node-critical", 2_000_001_000),
+    ("system-cluster-critical", 2_000_000_000),
+];
+
+/// The Priority admission plugin: resolve `spec.priorityClassName` (or the
+/// class with `globalDefault: true`) to `spec.priority` and
+/// `spec.preemptionPolicy`, as upstream. An unknown class is 403 Forbidden,
+/// and so is a `spec.priority` that disagrees with the class.
+async fn admit_priority(reg: &Registry, name: &str, pod: &mut Value) -> ApiResult<()> {
+    let class_name = pod
+        .pointer("/spec/priorityClassName")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    let Some(rt) = catalog::by_plural("scheduling.k8s.io", "v1", "priorityclasses") else {
+        return Ok(());
+    };
+    let mut default_name = None;
+    let (value, policy) = match &class_name {
+        Some(cn) => {
+            if let Some((_, v)) = SYSTEM_PRIORITY_CLASSES.iter().find(|(n, _)| n == cn) {
+                (*v, None)
+            } else {
+                match reg.get(rt, None, cn).await {
+                    Ok(pc) => class_value(&pc),
+                    Err(e) if e.code == 404 => {
+                        return Err(ApiError::forbidden(format!(
+                            "pods {name:?} is forbidden: no PriorityClass with name {cn} was found"
+                        )))
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        None => {
+            let classes = reg.list(rt, None, &Filter::default(), None, None).await?;
+            let default = classes
+                .items
+                .iter()
+                .filter(|pc| pc.get("globalDefault").and_then(Value::as_bool) == Some(true))
+                .min_by_key(|pc| class_value(pc).0);
+            match default {
+                Some(pc) => {
+                    default_name = pc
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    class_value(pc)
+                }
+                None => (0, None),
+            }
+        }
+    };
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return Ok(());
+    };
+    if let Some(given) = spec.get("priority").and_then(Value::as_i64) {
+        if given != value {
+            return Err(ApiError::forbidden(format!(
+                "pods {name:?} is forbidden: the integer value of priority ({given}) must not be \
+                 provided in pod spec; priority admission controller computed {value} from the \
+                 given PriorityClass name"
+            )));
+        }
+    }
+    spec.insert("priority".into(), json!(value));
+    if let Some(cn) = default_name {
+        spec.insert("priorityClassName".into(), json!(cn));
+    }
+    if !spec.contains_key("preemptionPolicy") {
+        let policy = policy.unwrap_or_else(|| "PreemptLowerPriority".to_string());
+        spec.insert("preemptionPolicy".into(), json!(policy));
+    }
+    Ok(())
+}
+
+fn class_value(pc: &Value) -> (i64, Option<String>) {
+    (
+        pc.get("value").and_then(Value::as_i64).unwrap_or(0),
+        pc.get("preemptionPolicy")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    )
 }
 
 fn rt_display(rt: &ResourceType) -> String {

@@ -7,10 +7,10 @@
 //! [`configure`] before the controllers start; [`run`] then carves /N subnets
 //! out of C.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
@@ -75,7 +75,41 @@ impl SubnetAllocator {
             .map(|i| self.subnet(i))
             .find(|s| !used.contains(s))
     }
+
+    /// The index of `cidr` when it is one of this allocator's subnets.
+    pub fn index_of(&self, cidr: &str) -> Option<u32> {
+        let (a, p) = cidr.split_once('/')?;
+        if p.parse::<u8>().ok()? != self.sub_prefix {
+            return None;
+        }
+        let addr = u32::from(a.parse::<Ipv4Addr>().ok()?);
+        let off = addr.wrapping_sub(self.base);
+        let step_bits = 32 - u32::from(self.sub_prefix);
+        let i = off >> step_bits;
+        (off & ((1u32 << step_bits) - 1) == 0 && i < self.capacity()).then_some(i)
+    }
+
+    /// The first free subnet index at or after `from` (wrapping around).
+    pub fn next_free(&self, used: &HashSet<u32>, from: u32) -> Option<u32> {
+        let cap = self.capacity();
+        (0..cap)
+            .map(|k| (from.wrapping_add(k)) % cap)
+            .find(|i| !used.contains(i))
+    }
 }
+
+/// Which subnets are taken, rebuilt from the node cache at most every
+/// [`USED_TTL`]: with thousands of nodes registering at once, rebuilding it
+/// (and scanning from the first subnet) on every reconcile is quadratic.
+/// Allocations made since the last rebuild are added as they happen.
+#[derive(Default)]
+struct UsedSubnets {
+    used: HashSet<u32>,
+    built: Option<Instant>,
+    cursor: u32,
+}
+
+const USED_TTL: Duration = Duration::from_secs(1);
 
 /// The range and subnet size [`run`] uses, set once by [`configure`].
 static CONFIG: OnceLock<(String, u8)> = OnceLock::new();
@@ -122,6 +156,7 @@ struct Ctx {
     alloc: SubnetAllocator,
     /// Assigned by us but maybe not in the cache yet (node name → CIDR).
     pending: Mutex<HashMap<String, String>>,
+    used: Mutex<UsedSubnets>,
     recorder: Recorder,
 }
 
@@ -152,6 +187,7 @@ pub async fn run_with_prefix(client: Client, cluster_cidr: &str, node_prefix: u8
         nodes: controller.store(),
         alloc,
         pending: Mutex::new(HashMap::new()),
+        used: Mutex::new(UsedSubnets::default()),
         recorder: Recorder::new(client, "node-ipam-controller"),
     });
     let retry = Duration::from_secs(2);
@@ -172,18 +208,30 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, SyncError> 
     }
     let name = node.name_any();
     let cidr = {
-        let Ok(mut pending) = ctx.pending.lock() else {
+        let (Ok(mut pending), Ok(mut used)) = (ctx.pending.lock(), ctx.used.lock()) else {
             return Ok(Action::requeue(Duration::from_secs(1)));
         };
-        let nodes = ctx.nodes.state();
-        let live: BTreeSet<String> = nodes.iter().map(|n| n.name_any()).collect();
-        pending.retain(|n, _| live.contains(n));
+        if used.built.is_none_or(|t| t.elapsed() >= USED_TTL) {
+            let nodes = ctx.nodes.state();
+            let live: HashSet<String> = nodes.iter().map(|n| n.name_any()).collect();
+            pending.retain(|n, _| live.contains(n));
+            used.used = nodes
+                .iter()
+                .filter_map(|n| node_cidr(n))
+                .chain(pending.values().cloned())
+                .filter_map(|c| ctx.alloc.index_of(&c))
+                .collect();
+            used.built = Some(Instant::now());
+        }
         if let Some(c) = pending.get(&name) {
             Some(c.clone())
         } else {
-            let mut used: BTreeSet<String> = nodes.iter().filter_map(|n| node_cidr(n)).collect();
-            used.extend(pending.values().cloned());
-            let c = ctx.alloc.first_free(&used);
+            let from = used.cursor;
+            let c = ctx.alloc.next_free(&used.used, from).map(|i| {
+                used.used.insert(i);
+                used.cursor = i.wrapping_add(1);
+                ctx.alloc.subnet(i)
+            });
             if let Some(c) = &c {
                 pending.insert(name.clone(), c.clone());
             }
@@ -232,6 +280,23 @@ mod tests {
         assert!(SubnetAllocator::new("bogus", 24).is_none());
         let tiny = SubnetAllocator::new("10.42.0.0/16", 30).unwrap();
         assert_eq!(tiny.subnet(1), "10.42.0.4/30");
+    }
+
+    #[test]
+    fn indexes_and_next_free_wrap() {
+        let a = SubnetAllocator::new("10.42.0.0/16", 24).unwrap();
+        assert_eq!(a.index_of("10.42.7.0/24"), Some(7));
+        assert_eq!(a.index_of(&a.subnet(255)), Some(255));
+        assert_eq!(a.index_of("10.42.7.0/25"), None);
+        assert_eq!(a.index_of("10.42.7.1/24"), None);
+        assert_eq!(a.index_of("10.43.0.0/24"), None);
+        assert_eq!(a.index_of("junk"), None);
+        let used: HashSet<u32> = [0, 1, 255].into();
+        assert_eq!(a.next_free(&used, 0), Some(2));
+        assert_eq!(a.next_free(&used, 255), Some(2));
+        assert_eq!(a.next_free(&used, 9), Some(9));
+        let full: HashSet<u32> = (0..256).collect();
+        assert_eq!(a.next_free(&full, 3), None);
     }
 
     #[test]

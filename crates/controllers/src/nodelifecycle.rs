@@ -16,7 +16,7 @@
 //! toleration's `tolerationSeconds` (counted from the taint's `timeAdded`)
 //! has passed, at once if they do not tolerate it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use futures::{future, StreamExt};
@@ -245,18 +245,33 @@ async fn pass(
     let now = Timestamp::now();
     let node_api: Api<Node> = Api::all(client.clone());
     let all_nodes = nodes.state();
-    beats.retain(|n| all_nodes.iter().any(|x| x.name_any() == n));
+    // Indexes built once per pass: with thousands of nodes, looking leases and
+    // pods up per node would make the pass quadratic.
+    let names: HashSet<String> = all_nodes.iter().map(|n| n.name_any()).collect();
+    beats.retain(|n| names.contains(n));
+    let renewals: HashMap<String, i64> = leases
+        .state()
+        .iter()
+        .filter_map(|l| {
+            let renew = l.spec.as_ref()?.renew_time.as_ref()?.0.as_second();
+            Some((l.name_any(), renew))
+        })
+        .collect();
     let all_pods = pods.state();
+    let mut pods_by_node: HashMap<&str, Vec<&Pod>> = HashMap::new();
+    for p in all_pods.iter() {
+        let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
+            continue;
+        };
+        if p.metadata.deletion_timestamp.is_none() && util::pod_is_active(p) {
+            pods_by_node.entry(node).or_default().push(p.as_ref());
+        }
+    }
     let mut first_err = None;
     for node in all_nodes {
         let name = node.name_any();
-        let lease = leases.state().into_iter().find(|l| l.name_any() == name);
         let stamp = [
-            lease
-                .as_ref()
-                .and_then(|l| l.spec.as_ref())
-                .and_then(|s| s.renew_time.as_ref())
-                .map(|t| t.0.as_second()),
+            renewals.get(&name).copied(),
             ready_condition(&node)
                 .and_then(|c| c.last_heartbeat_time.as_ref())
                 .map(|t| t.0.as_second()),
@@ -279,11 +294,12 @@ async fn pass(
             first_err.get_or_insert(e);
         }
         let taints = desired_taints(&node, h, now);
-        for pod in all_pods.iter().filter(|p| {
-            p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str())
-                && p.metadata.deletion_timestamp.is_none()
-                && util::pod_is_active(p)
-        }) {
+        // Pods need a look only on a node that is not Ready (their Ready
+        // condition) or has NoExecute taints (eviction).
+        if h == Health::Ready && !taints.iter().any(|t| t.effect == "NoExecute") {
+            continue;
+        }
+        for pod in pods_by_node.get(name.as_str()).into_iter().flatten() {
             if let Err(e) = sync_pod(client, recorder, pod, h, &taints, now).await {
                 first_err.get_or_insert(e);
             }

@@ -386,3 +386,46 @@ fn partial_object_metadata_lists_gets_and_watches() {
     let (b, _) = curl(&c, &[&format!("{base}/pom")]);
     assert!(b.contains("\"data\""), "{b}");
 }
+
+#[test]
+fn priority_classes_are_resolved_at_admission() {
+    let c = Cluster::start();
+    let pod = |name: &str, class: Option<&str>| {
+        let class = class
+            .map(|k| format!("  priorityClassName: {k}\n"))
+            .unwrap_or_default();
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n{class}  containers: [{{name: c, image: busybox}}]\n"
+        )
+    };
+    let spec_of = |name: &str| {
+        c.ok(&[
+            "get",
+            "pod",
+            name,
+            "-o",
+            "jsonpath={.spec.priority} {.spec.preemptionPolicy} {.spec.priorityClassName}",
+        ])
+    };
+    c.apply("apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: high}\nvalue: 1000\n");
+    c.apply(&pod("plain", None));
+    assert_eq!(spec_of("plain").trim(), "0 PreemptLowerPriority");
+    c.apply(&pod("important", Some("high")));
+    assert_eq!(spec_of("important"), "1000 PreemptLowerPriority high");
+    c.apply(&pod("critical", Some("system-node-critical")));
+    assert_eq!(
+        spec_of("critical"),
+        "2000001000 PreemptLowerPriority system-node-critical"
+    );
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], &pod("lost", Some("nope")));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("no PriorityClass with name nope was found"),
+        "{err}"
+    );
+    // A globalDefault class applies to pods that name none.
+    c.apply("apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: batch}\nvalue: 5\nglobalDefault: true\npreemptionPolicy: Never\n");
+    c.apply(&pod("defaulted", None));
+    assert_eq!(spec_of("defaulted"), "5 Never batch");
+}

@@ -34,17 +34,9 @@ pub(crate) fn default_pod(obj: &mut Value) {
     set_default(spec, "serviceAccountName", json!("default"));
     let sa = str_at(spec, &["serviceAccountName"]).to_string();
     set_default(spec, "serviceAccount", json!(sa));
-    // Priority admission
-    let class_priority = match str_at(spec, &["priorityClassName"]) {
-        "" => Some(0),
-        "system-cluster-critical" => Some(2_000_000_000),
-        "system-node-critical" => Some(2_000_001_000),
-        _ => None,
-    };
-    if let Some(p) = class_priority {
-        set_default(spec, "priority", json!(p));
-    }
-    set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
+    // spec.priority and spec.preemptionPolicy come from the PriorityClass at
+    // admission (apiserver `admission::admit_priority`), as upstream's Priority
+    // plugin: defaulting them here would hide a globalDefault class.
     default_tolerations(spec);
 }
 
@@ -321,7 +313,7 @@ mod tests {
         );
         assert_eq!(c["readinessProbe"]["failureThreshold"], 3);
         assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["apiVersion"], "v1");
-        assert_eq!(s["priority"], 0);
+        assert!(s.get("priority").is_none(), "set at admission");
         assert_eq!(s["serviceAccountName"], "default");
     }
 }

@@ -42,8 +42,8 @@ fn pod_defaults() {
     assert_eq!(s["terminationGracePeriodSeconds"], 30);
     assert_eq!(s["securityContext"], json!({}));
     assert_eq!(s["enableServiceLinks"], true);
-    assert_eq!(s["preemptionPolicy"], "PreemptLowerPriority");
-    assert_eq!(s["priority"], 0);
+    // priority and preemptionPolicy: set by priority admission, not defaulting
+    assert!(s.get("priority").is_none());
     assert_eq!(s["containers"][0]["imagePullPolicy"], "Always");
     assert_eq!(s["containers"][1]["imagePullPolicy"], "IfNotPresent");
     assert_eq!(s["containers"][2]["imagePullPolicy"], "IfNotPresent");
