@@ -99,6 +99,9 @@ pub struct Cache {
     pub(crate) next_start: usize,
     pub(crate) percentage_of_nodes_to_score: Option<u32>,
     pub(crate) rng: u64,
+    /// Pods nominated to a node by preemption (pod key -> (node, pod)): their
+    /// requests are reserved on that node against pods of lower priority.
+    pub(crate) nominated: HashMap<String, (String, Arc<PodInfo>)>,
 }
 
 impl Cache {
@@ -254,7 +257,12 @@ impl Cache {
         self.remove_pod(&pod_key(pod));
     }
 
-    fn place(&mut self, info: Arc<PodInfo>, assumed: bool) {
+    /// A placed pod and whether it is assumed.
+    pub(crate) fn placed(&self, key: &str) -> Option<(Arc<PodInfo>, bool)> {
+        self.pods.get(key).map(|p| (p.info.clone(), p.assumed))
+    }
+
+    pub(crate) fn place(&mut self, info: Arc<PodInfo>, assumed: bool) {
         if let Some(&i) = self.node_idx.get(&info.node_name) {
             self.nodes[i].add_pod(&info);
             if !self.terms_dirty {

@@ -10,14 +10,16 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, PodCondition};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 use serde_json::json;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::cache::Cache;
-use crate::info::{pod_key, NodeInfo};
+use crate::fit_error::{FitError, Preemption};
+use crate::info::{pod_key, NodeInfo, PodInfo};
+use crate::preemption::Candidate;
 use crate::queue::SchedulingQueue;
 
 /// Scheduler settings.
@@ -247,6 +249,7 @@ impl Driver {
                     let key = pod_key(&p);
                     let placed = self.cache.pod_node(&key).is_some();
                     self.cache.remove_pod(&key);
+                    self.cache.clear_nomination(&key);
                     self.queue.delete(&key);
                     if placed {
                         self.queue.move_all(now);
@@ -324,6 +327,7 @@ impl Driver {
         if assigned {
             let known = self.cache.pod_node(&key).is_some();
             self.cache.upsert_pod(&p);
+            self.cache.clear_nomination(&key);
             self.queue.delete(&key);
             if !known {
                 self.queue.move_all(now);
@@ -343,6 +347,7 @@ impl Driver {
             .is_some_and(|g| !g.is_empty());
         if finished || !ours || gated || p.metadata.deletion_timestamp.is_some() {
             self.queue.delete(&key);
+            self.cache.clear_nomination(&key);
             return;
         }
         if self.cache.is_assumed(&key) {
@@ -358,6 +363,21 @@ impl Driver {
         }
         let priority = spec.and_then(|s| s.priority).unwrap_or(0);
         self.queue.add(&key, p, priority, now);
+    }
+
+    /// Run preemption for a pod that fits nowhere (see [`Cache::preempt`]).
+    fn try_preempt(&mut self, pod: &Pod, fe: &mut FitError) -> Option<Candidate> {
+        if !matches!(fe.preemption, Preemption::Diagnosis(_)) {
+            return None;
+        }
+        let info = PodInfo::from_pod(pod);
+        let nominated = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.as_deref());
+        let c = self.cache.preempt(&info, nominated, fe)?;
+        tracing::info!(pod = %info.key, node = %c.node, victims = c.victims.len(), "scheduler: preempting");
+        Some(c)
     }
 
     fn schedule_batch(&mut self) {
@@ -381,7 +401,8 @@ impl Driver {
                         let _ = tx.send(Msg::Bound { key, result }).await;
                     });
                 }
-                Err(fe) => {
+                Err(mut fe) => {
+                    let candidate = self.try_preempt(&pod, &mut fe);
                     let msg = fe.message();
                     tracing::debug!(pod = %key, %msg, "scheduler: unschedulable");
                     self.queue.unschedulable(&key, now);
@@ -389,6 +410,9 @@ impl Driver {
                     let tx = self.tx.clone();
                     self.in_flight += 1;
                     tokio::spawn(async move {
+                        if let Some(c) = candidate {
+                            rep.preempt(&pod, &c).await;
+                        }
                         rep.unschedulable(&pod, &msg).await;
                         let _ = tx.send(Msg::Reported).await;
                     });
@@ -488,6 +512,65 @@ impl Reporter {
         });
     }
 
+    /// Carry out a preemption: set `status.nominatedNodeName` on the preemptor,
+    /// then delete each victim (guarded by its UID) with a `Preempted` event.
+    async fn preempt(&self, pod: &Pod, c: &Candidate) {
+        let Ok(_permit) = self.sem.acquire().await else {
+            return;
+        };
+        let ns = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let patch = json!({"status": {"nominatedNodeName": c.node}});
+        if let Err(e) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "scheduler: nominating failed");
+        }
+        let target = disruption_target_patch(&self.component, &now_rfc3339());
+        for v in &c.victims {
+            let vapi: Api<Pod> = Api::namespaced(self.client.clone(), &v.namespace);
+            if let Err(e) = vapi
+                .patch_status(&v.name, &PatchParams::default(), &Patch::Strategic(&target))
+                .await
+            {
+                tracing::debug!(victim = %v.key, error = %e, "scheduler: DisruptionTarget not set");
+            }
+            let dp = DeleteParams {
+                preconditions: (!v.uid.is_empty()).then(|| Preconditions {
+                    uid: Some(v.uid.clone()),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match vapi.delete(&v.name, &dp).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => continue,
+                Err(e) => {
+                    tracing::warn!(victim = %v.key, error = %e, "scheduler: deleting victim failed");
+                    continue;
+                }
+            }
+            let victim = Pod {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(v.name.clone()),
+                    namespace: Some(v.namespace.clone()),
+                    uid: Some(v.uid.clone()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let msg = format!("Preempted by pod {uid} on node {}", c.node);
+            self.spawn_event(&victim, "Normal", "Preempted", msg);
+        }
+    }
+
     async fn unschedulable(&self, pod: &Pod, msg: &str) {
         let Ok(permit) = self.sem.acquire().await else {
             return;
@@ -557,6 +640,18 @@ impl Reporter {
     }
 }
 
+/// The strategic merge patch adding upstream's DisruptionTarget condition to a
+/// victim of preemption by `scheduler`.
+pub fn disruption_target_patch(scheduler: &str, now: &str) -> serde_json::Value {
+    json!({"status": {"conditions": [{
+        "type": "DisruptionTarget",
+        "status": "True",
+        "reason": "PreemptionByScheduler",
+        "message": format!("{scheduler}: preempting to accommodate a higher priority pod"),
+        "lastTransitionTime": now,
+    }]}})
+}
+
 /// The merge patch setting PodScheduled=False/Unschedulable with `msg` on the pod's
 /// conditions, or `None` when the pod already says exactly that.
 pub fn condition_patch(pod: &Pod, msg: &str, now: &str) -> Option<serde_json::Value> {
@@ -622,6 +717,19 @@ mod tests {
         assert_eq!(
             again["status"]["conditions"][1]["lastTransitionTime"],
             "2026-01-01T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn disruption_target_condition() {
+        let p = disruption_target_patch("default-scheduler", "2026-01-01T00:00:00Z");
+        let c = &p["status"]["conditions"][0];
+        assert_eq!(c["type"], "DisruptionTarget");
+        assert_eq!(c["status"], "True");
+        assert_eq!(c["reason"], "PreemptionByScheduler");
+        assert_eq!(
+            c["message"],
+            "default-scheduler: preempting to accommodate a higher priority pod"
         );
     }
 

@@ -3,11 +3,17 @@
 
 use std::collections::BTreeMap;
 
-/// What the (not yet implemented) preemption step would report.
+/// What the preemption step (upstream's DefaultPreemption PostFilter) reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Preemption {
     /// The pod has `preemptionPolicy: Never`.
     NotEligible,
+    /// The pod's nominated node still has a lower-priority pod being deleted: it
+    /// waits for that instead of preempting again.
+    TerminatingOnNominated,
+    /// Victims were chosen and the pod was nominated to a node (nothing is added
+    /// to the message, as upstream).
+    Nominated,
     /// Per-reason node counts of the preemption dry run.
     Diagnosis(BTreeMap<String, usize>),
 }
@@ -56,6 +62,12 @@ impl FitError {
             Preemption::NotEligible => {
                 s.push_str(" preemption: not eligible due to preemptionPolicy=Never.");
             }
+            Preemption::TerminatingOnNominated => {
+                s.push_str(
+                    " preemption: not eligible due to a terminating pod on the nominated node.",
+                );
+            }
+            Preemption::Nominated => {}
             Preemption::Diagnosis(d) => {
                 s.push_str(" preemption: ");
                 s.push_str(&histogram(self.num_all_nodes, d));

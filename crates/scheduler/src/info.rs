@@ -249,6 +249,8 @@ pub struct PodInfo {
     pub priority: i32,
     /// Whether the pod may preempt (`preemptionPolicy` not `Never`).
     pub can_preempt: bool,
+    /// Whether the pod is being deleted (`metadata.deletionTimestamp` set).
+    pub terminating: bool,
     /// Effective requests (pods = 1).
     pub requests: Resources,
     /// CPU and memory for scoring (defaults for containers without requests).
@@ -382,6 +384,7 @@ impl PodInfo {
                 .unwrap_or_else(|| "default-scheduler".into()),
             priority: spec.and_then(|s| s.priority).unwrap_or(0),
             can_preempt: spec.and_then(|s| s.preemption_policy.as_deref()) != Some("Never"),
+            terminating: pod.metadata.deletion_timestamp.is_some(),
             requests: pod_requests(pod),
             non_zero: non_zero_requests(pod),
             host_ports,

@@ -34,6 +34,7 @@ impl Cache {
     /// [`Cache::schedule_one`] for an already parsed pod.
     pub fn schedule_info(&mut self, info: PodInfo) -> Result<String, FitError> {
         let node = self.find_node(&info)?;
+        self.clear_nomination(&info.key);
         self.assume(info, &node);
         Ok(node)
     }
@@ -58,7 +59,7 @@ impl Cache {
             for k in 0..n {
                 let i = (start + k) % n;
                 processed += 1;
-                if plugins::filter(&pre, pod, &self.nodes[i]).is_none() {
+                if plugins::filter(&pre, pod, &self.node_view(pod, i)).is_none() {
                     feasible.push(i);
                     if feasible.len() >= want {
                         break;
@@ -98,11 +99,12 @@ impl Cache {
     fn diagnose(&self, pod: &PodInfo, pre: &plugins::PreState<'_>) -> FitError {
         let mut reasons = BTreeMap::new();
         let mut post = BTreeMap::new();
-        for node in &self.nodes {
-            let Some(f) = plugins::filter(pre, pod, node) else {
+        for i in 0..self.nodes.len() {
+            let node = self.node_view(pod, i);
+            let Some(f) = plugins::filter(pre, pod, &node) else {
                 continue;
             };
-            for r in f.reasons(pod, node) {
+            for r in f.reasons(pod, &node) {
                 *reasons.entry(r).or_insert(0) += 1;
             }
             let p = if f.unresolvable() {
