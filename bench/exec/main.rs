@@ -81,7 +81,10 @@ async fn main() -> anyhow::Result<()> {
         .exec(
             &pod,
             ["cat"],
-            &AttachParams::default().stdin(true).stdout(true).stderr(false),
+            &AttachParams::default()
+                .stdin(true)
+                .stdout(true)
+                .stderr(false),
         )
         .await?;
     let (Some(mut stdin), Some(mut stdout)) = (p.stdin(), p.stdout()) else {
