@@ -3,25 +3,8 @@
 mod common;
 
 use common::*;
-use navarch_runtime::{
-    ContainerConfig, ContainerRuntime, ContainerState, Resources, RuncRuntime, SandboxConfig,
-};
-use std::collections::BTreeMap;
+use navarch_runtime::{ContainerConfig, ContainerRuntime, ContainerState, Resources, RuncRuntime};
 use std::time::{Duration, Instant};
-
-fn sandbox_config(name: &str) -> SandboxConfig {
-    SandboxConfig {
-        pod_uid: format!("uid-{name}"),
-        pod_name: name.into(),
-        namespace: "default".into(),
-        hostname: name.into(),
-        host_network: false,
-        share_pid: false,
-        cgroup_parent: format!("navarch-test/pod-{name}-{}", std::process::id()),
-        limits: Default::default(),
-        labels: BTreeMap::new(),
-    }
-}
 
 fn container(env: &Env, name: &str, script: &str) -> ContainerConfig {
     ContainerConfig {

@@ -5,24 +5,9 @@ mod common;
 
 use common::*;
 use navarch_runtime::{
-    ContainerConfig, ContainerRuntime, ContainerState, RuncRuntime, SandboxConfig, SeccompProfile,
+    ContainerConfig, ContainerRuntime, ContainerState, RuncRuntime, SeccompProfile,
 };
-use std::collections::BTreeMap;
 use std::time::Duration;
-
-fn sandbox_config(name: &str) -> SandboxConfig {
-    SandboxConfig {
-        pod_uid: format!("uid-{name}"),
-        pod_name: name.into(),
-        namespace: "default".into(),
-        hostname: name.into(),
-        host_network: false,
-        share_pid: false,
-        cgroup_parent: format!("navarch-test/pod-{name}-{}", std::process::id()),
-        limits: Default::default(),
-        labels: BTreeMap::new(),
-    }
-}
 
 /// Runs `unshare -U true` (a new user namespace needs no capability, so only
 /// seccomp can refuse it) and prints the seccomp mode of the process.

@@ -138,3 +138,18 @@ pub fn log_records(text: &str) -> Vec<String> {
         .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest.to_string()))
         .collect()
 }
+
+/// A sandbox for a test pod `name` (its own cgroup parent per test process).
+pub fn sandbox_config(name: &str) -> navarch_runtime::SandboxConfig {
+    navarch_runtime::SandboxConfig {
+        pod_uid: format!("uid-{name}"),
+        pod_name: name.into(),
+        namespace: "default".into(),
+        hostname: name.into(),
+        host_network: false,
+        share_pid: false,
+        cgroup_parent: format!("navarch-test/pod-{name}-{}", std::process::id()),
+        limits: Default::default(),
+        labels: std::collections::BTreeMap::new(),
+    }
+}
