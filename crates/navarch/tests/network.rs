@@ -163,10 +163,12 @@ spec:
     assert_eq!(host_ip, node_internal_ip(&c));
 
     // Pod to pod by IP. (busybox wget crashes with -T: timeouts come from `timeout`.)
-    let page = sh(
+    // Running does not mean httpd listens yet: retry until it answers.
+    let page = sh_until(
         &c,
         "client",
         &format!("timeout 10 wget -qO- http://{web_ip}/"),
+        |out| out.trim() == "web",
     );
     assert_eq!(page.trim(), "web");
 
@@ -424,7 +426,12 @@ spec:
         String::from_utf8_lossy(&out.stdout)
     );
     // The sidecar serves the app's file to other pods through the pod IP.
-    let page = sh(&c, "client", &format!("timeout 10 wget -qO- http://{ip}/"));
+    let page = sh_until(
+        &c,
+        "client",
+        &format!("timeout 10 wget -qO- http://{ip}/"),
+        |out| out.contains("app-line"),
+    );
     assert!(page.contains("app-line"), "{page}");
     // The adapter's output, read from the app container's mount.
     let adapted = sh_until(&c, "patterns", "cat /shared/adapted.log", |s| {
