@@ -443,15 +443,21 @@ fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// A pod's namespace (`default` when unset) and name.
+fn ns_and_name(pod: &Pod) -> (String, String) {
+    (
+        pod.metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        pod.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
 impl Reporter {
     async fn bind(&self, pod: &Pod, node: &str) -> Result<(), BindFailure> {
         let permit = self.sem.acquire().await.map_err(|_| BindFailure::Retry)?;
-        let ns = pod
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let name = pod.metadata.name.clone().unwrap_or_default();
+        let (ns, name) = ns_and_name(pod);
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let mut meta = json!({"name": name, "namespace": ns});
         if let Some(uid) = &pod.metadata.uid {
@@ -518,12 +524,7 @@ impl Reporter {
         let Ok(_permit) = self.sem.acquire().await else {
             return;
         };
-        let ns = pod
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let name = pod.metadata.name.clone().unwrap_or_default();
+        let (ns, name) = ns_and_name(pod);
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let patch = json!({"status": {"nominatedNodeName": c.node}});
@@ -575,12 +576,7 @@ impl Reporter {
         let Ok(permit) = self.sem.acquire().await else {
             return;
         };
-        let ns = pod
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let name = pod.metadata.name.clone().unwrap_or_default();
+        let (ns, name) = ns_and_name(pod);
         if let Some(patch) = condition_patch(pod, msg, &now_rfc3339()) {
             let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
             if let Err(e) = api
@@ -595,12 +591,7 @@ impl Reporter {
     }
 
     async fn event(&self, pod: &Pod, type_: &str, reason: &str, msg: &str) {
-        let ns = pod
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let name = pod.metadata.name.clone().unwrap_or_default();
+        let (ns, name) = ns_and_name(pod);
         let seq = EVENT_SEQ.fetch_add(1, Ordering::Relaxed);
         let stamp = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
         let now = now_rfc3339();
