@@ -7,7 +7,7 @@
 //! [`configure`] before the controllers start; [`run`] then carves /N subnets
 //! out of C.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -67,13 +67,6 @@ impl SubnetAllocator {
         let step = 1u32 << (32 - u32::from(self.sub_prefix));
         let net = self.base.wrapping_add(i.wrapping_mul(step));
         format!("{}/{}", Ipv4Addr::from(net), self.sub_prefix)
-    }
-
-    /// The first subnet not in `used`.
-    pub fn first_free(&self, used: &BTreeSet<String>) -> Option<String> {
-        (0..self.capacity())
-            .map(|i| self.subnet(i))
-            .find(|s| !used.contains(s))
     }
 
     /// The index of `cidr` when it is one of this allocator's subnets.
@@ -268,14 +261,15 @@ mod tests {
     fn allocates_first_free_and_exhausts() {
         let a = SubnetAllocator::new("10.42.0.0/16", 24).unwrap();
         assert_eq!(a.capacity(), 256);
-        let mut used = BTreeSet::new();
-        assert_eq!(a.first_free(&used).as_deref(), Some("10.42.0.0/24"));
-        used.insert("10.42.0.0/24".to_string());
-        assert_eq!(a.first_free(&used).as_deref(), Some("10.42.1.0/24"));
+        let first =
+            |a: &SubnetAllocator, used: &HashSet<u32>| a.next_free(used, 0).map(|i| a.subnet(i));
+        let mut used = HashSet::new();
+        assert_eq!(first(&a, &used).as_deref(), Some("10.42.0.0/24"));
+        used.insert(0);
+        assert_eq!(first(&a, &used).as_deref(), Some("10.42.1.0/24"));
         let small = SubnetAllocator::new("10.42.0.0/23", 24).unwrap();
-        let used: BTreeSet<String> =
-            ["10.42.0.0/24".to_string(), "10.42.1.0/24".to_string()].into();
-        assert_eq!(small.first_free(&used), None);
+        let used: HashSet<u32> = [0, 1].into();
+        assert_eq!(first(&small, &used), None);
         assert!(SubnetAllocator::new("10.42.0.0/25", 24).is_none());
         assert!(SubnetAllocator::new("bogus", 24).is_none());
         let tiny = SubnetAllocator::new("10.42.0.0/16", 30).unwrap();
