@@ -8,8 +8,11 @@
 //! (`{"Width":..,"Height":..}`) and, in v5 only, 255 close (`ff 00` = the client
 //! closed its stdin). WebSocket pings are answered by the WebSocket layer.
 //!
-//! Attach streams the container's output as it reaches its log (new lines only);
-//! its stdin is not connected (runc's main process stdio belongs to the shim).
+//! Attach to a container with `stdin` or `tty` goes through its shim's attach
+//! socket ([`ContainerRuntime::attach`]): live output, stdin (closed for good after
+//! the first client closes its own when the container has `stdinOnce`) and terminal
+//! resizes. A container with neither only has its log, so attach streams the
+//! log's new lines.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -368,8 +371,106 @@ pub(crate) async fn attach_handler(
     ws.on_upgrade(move |socket| run_attach(socket, runtime, c, opts))
 }
 
-/// Stream new log lines of the container until it stops or the client leaves.
+/// Attach through the shim when the container has stdin or a TTY, else follow its log.
 async fn run_attach(
+    socket: WebSocket,
+    runtime: Arc<dyn ContainerRuntime>,
+    c: navarch_runtime::ContainerStatus,
+    opts: StreamOptions,
+) {
+    match runtime.attach(&c.id).await {
+        Ok(Some(session)) => run_attach_session(socket, session, opts).await,
+        Ok(None) => follow_log(socket, runtime, c, opts).await,
+        Err(e) => {
+            let mut socket = socket;
+            let status = error_status(&e.to_string()).to_string();
+            let _ = socket.send(frame(channel::ERROR, status.as_bytes())).await;
+            let _ = socket.send(normal_close()).await;
+        }
+    }
+}
+
+/// Bridge the WebSocket and a shim attach session until the container exits or
+/// the client leaves.
+async fn run_attach_session(
+    socket: WebSocket,
+    session: navarch_runtime::AttachSession,
+    opts: StreamOptions,
+) {
+    use navarch_runtime::AttachFrame;
+    let (mut sink, mut stream) = socket.split();
+    let navarch_runtime::AttachSession {
+        mut reader,
+        mut writer,
+        tty,
+        stdin: has_stdin,
+    } = session;
+    let use_stdin = opts.stdin && has_stdin;
+    let input = tokio::spawn(async move {
+        let mut stdin_open = use_stdin;
+        while let Some(Ok(msg)) = stream.next().await {
+            let data: Bytes = match msg {
+                Message::Binary(b) => b,
+                Message::Text(t) => Bytes::copy_from_slice(t.as_str().as_bytes()),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            let sent = match decode_inbound(&data) {
+                Inbound::Stdin(b) if stdin_open => writer.stdin(&b).await,
+                Inbound::CloseStdin if stdin_open => {
+                    stdin_open = false;
+                    writer.close_stdin().await
+                }
+                Inbound::Resize(size) if tty => writer.resize(size.width, size.height).await,
+                _ => Ok(()),
+            };
+            if sent.is_err() {
+                break;
+            }
+        }
+        // The client is gone: that closes its stdin too.
+        if stdin_open {
+            let _ = writer.close_stdin().await;
+        }
+    });
+    let mut input = input;
+    loop {
+        let f = tokio::select! {
+            f = reader.next() => f,
+            // The client left (its stdin, if any, was closed on the way out).
+            _ = &mut input => return,
+        };
+        let Some(f) = f else { break };
+        let (ch, data) = match f {
+            AttachFrame::Stdout(d) => (channel::STDOUT, d),
+            AttachFrame::Stderr(d) if !tty => (channel::STDERR, d),
+            AttachFrame::Stderr(d) => (channel::STDOUT, d),
+            _ => continue,
+        };
+        let wanted = if ch == channel::STDERR {
+            opts.stderr
+        } else {
+            opts.stdout
+        };
+        if wanted && sink.send(frame(ch, &data)).await.is_err() {
+            break;
+        }
+    }
+    // The container exited (or the client stopped reading).
+    let status = json!({"metadata": {}, "status": "Success"}).to_string();
+    let _ = sink.send(frame(channel::ERROR, status.as_bytes())).await;
+    let _ = sink.send(normal_close()).await;
+    // Let the input side finish its last frames (e.g. closing stdin).
+    if tokio::time::timeout(Duration::from_secs(1), &mut input)
+        .await
+        .is_err()
+    {
+        input.abort();
+    }
+}
+
+/// Stream new log lines of the container until it stops or the client leaves.
+async fn follow_log(
     socket: WebSocket,
     runtime: Arc<dyn ContainerRuntime>,
     c: navarch_runtime::ContainerStatus,

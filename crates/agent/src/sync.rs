@@ -1183,6 +1183,7 @@ impl Context {
             seccomp,
             tty: c.tty == Some(true),
             stdin: c.stdin == Some(true),
+            stdin_once: c.stdin_once == Some(true),
             log_path: dir.log(&c.name, attempt),
             labels: lbl,
         };

@@ -202,3 +202,83 @@ fn exec_attach_cp_and_port_forward() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `kubectl run -i` / `kubectl attach -i` feed the main process's stdin
+/// (stdinOnce closes it when kubectl's input ends), and `attach -it` drives a
+/// container with a terminal.
+#[test]
+fn attach_stdin_and_tty() {
+    let c = Cluster::start_with_node();
+
+    // kubectl run -i --rm: stdin reaches the process, EOF closes it, the pod goes.
+    let out = c.kubectl_stdin(
+        &[
+            "run",
+            "reader",
+            "-i",
+            "--rm",
+            "--restart=Never",
+            &format!("--image={TEST_IMAGE}"),
+            "--",
+            "sh",
+            "-c",
+            "read a; echo got-$a; cat; echo end-of-input",
+        ],
+        "one\ntwo\n",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}\n{err}");
+    assert!(text.contains("got-one"), "{text}\n{err}");
+    assert!(text.contains("two"), "{text}\n{err}");
+    assert!(text.contains("end-of-input"), "{text}\n{err}");
+    assert!(text.contains("pod \"reader\" deleted"), "{text}\n{err}");
+
+    // A pod with a terminal: kubectl attach -it under a pseudo-terminal.
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: shell\nspec:\n  restartPolicy: Never\n  containers:\n  - name: sh\n    image: {TEST_IMAGE}\n    command: [\"sh\"]\n    stdin: true\n    tty: true\n"
+    ));
+    c.wait_for(
+        &["get", "pod", "shell", "-o", "jsonpath={.status.phase}"],
+        Duration::from_secs(30),
+        |s| s == "Running",
+    );
+    let cmdline = format!(
+        "kubectl --kubeconfig {} attach -it shell",
+        c.kubeconfig().display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qefc", &cmdline, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // Give kubectl time to attach and switch its terminal to raw mode.
+    std::thread::sleep(Duration::from_secs(2));
+    stdin
+        .write_all(b"tty; echo attached-$((6*7))\n")
+        .expect("write");
+    std::thread::sleep(Duration::from_secs(1));
+    stdin.write_all(b"exit 4\n").expect("write");
+    let out = child.wait_with_output().expect("script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("attached-42"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("/dev/pts/"), "{text}");
+    c.wait_for(
+        &[
+            "get",
+            "pod",
+            "shell",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}",
+        ],
+        Duration::from_secs(30),
+        |s| s == "4",
+    );
+}

@@ -131,7 +131,7 @@ fn spawn_pipes(mut cmd: tokio::process::Command, req: &ExecRequest) -> Result<Ex
     })
 }
 
-fn set_winsize(fd: RawFd, width: u16, height: u16) -> std::io::Result<()> {
+pub(crate) fn set_winsize(fd: RawFd, width: u16, height: u16) -> std::io::Result<()> {
     let ws = libc::winsize {
         ws_row: height,
         ws_col: width,

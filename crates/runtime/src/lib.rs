@@ -228,7 +228,10 @@ pub struct ContainerConfig {
     /// always unconfined).
     pub seccomp: SeccompProfile,
     pub tty: bool,
+    /// Keep a stdin open for `kubectl attach -i`.
     pub stdin: bool,
+    /// Close that stdin after the first attach client closes its own.
+    pub stdin_once: bool,
     /// Where the container's stdout/stderr go (CRI log format).
     pub log_path: PathBuf,
     pub labels: BTreeMap<String, String>,
@@ -296,6 +299,13 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     ) -> Result<ExecOutput>;
     /// Start a command in a running container with live streams (kubectl exec,
     /// cp); see [`ExecRequest`]. Runtimes without it refuse.
+    /// Attach to a running container's main process. `Ok(None)` when the container
+    /// has neither stdin nor a TTY (its output is then only in its log).
+    async fn attach(&self, id: &str) -> Result<Option<AttachSession>> {
+        let _ = id;
+        Ok(None)
+    }
+
     async fn exec_stream(&self, id: &str, request: &ExecRequest) -> Result<ExecProcess> {
         let _ = request;
         Err(RuntimeError::Oci(format!(
@@ -304,6 +314,7 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     }
 }
 
+mod attach;
 mod cgroup;
 mod config;
 mod cri_log;
@@ -318,6 +329,7 @@ mod shim;
 mod spec;
 mod sys;
 
+pub use attach::{AttachReader, AttachSession, AttachWriter, Frame as AttachFrame};
 pub use cgroup::{CgroupLayout, PodCgroupLimits};
 pub use config::RuntimeConfig;
 pub use cri_log::{CriLogWriter, LogStream};

@@ -7,7 +7,7 @@
 
 use crate::images::store::ImageStore;
 use crate::sandbox::{create_namespaces, remove_namespaces, NsSet};
-use crate::shim::{ExitState, ShimArgs, StartedState, EXIT_FILE, STARTED_FILE};
+use crate::shim::{ExitState, ShimArgs, StartedState, StdioMode, EXIT_FILE, STARTED_FILE};
 use crate::spec::{self, NamespacePaths};
 use crate::ContainerRuntime as _;
 use crate::{
@@ -67,6 +67,13 @@ struct ContainerMeta {
     /// Diff IDs under the rootfs (kept from image GC).
     layers: Vec<String>,
     cgroups_path: String,
+    /// stdin / stdinOnce / tty of the main process.
+    #[serde(default)]
+    stdin: bool,
+    #[serde(default)]
+    stdin_once: bool,
+    #[serde(default)]
+    tty: bool,
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(p: &Path) -> std::io::Result<Option<T>> {
@@ -431,6 +438,9 @@ impl crate::ContainerRuntime for RuncRuntime {
                     labels: c.labels.clone(),
                     layers: image.layers.clone(),
                     cgroups_path,
+                    stdin: c.stdin,
+                    stdin_once: c.stdin_once,
+                    tty: c.tty,
                 };
                 write_json(&dir.join("meta.json"), &meta)?;
                 Ok(meta)
@@ -463,6 +473,11 @@ impl crate::ContainerRuntime for RuncRuntime {
             log: meta.log_path.clone(),
             log_max: self.cfg.log_max_size,
             cgroup_path: meta.cgroups_path.clone(),
+            stdio: StdioMode {
+                stdin: meta.stdin,
+                stdin_once: meta.stdin_once,
+                tty: meta.tty,
+            },
         };
         let shim_log = std::fs::File::options()
             .create(true)
@@ -579,6 +594,20 @@ impl crate::ContainerRuntime for RuncRuntime {
             Ok(out)
         })
         .await
+    }
+
+    async fn attach(&self, id: &str) -> Result<Option<crate::AttachSession>> {
+        let meta = self.load_meta(id)?;
+        let dir = self.container_dir(id)?;
+        let (tty, stdin) = (meta.tty, meta.stdin);
+        let st = self.status_of(meta)?;
+        if st.state != ContainerState::Running {
+            return Err(RuntimeError::Oci(format!("container {id} is not running")));
+        }
+        if !(tty || stdin) || !crate::attach::available(&dir) {
+            return Ok(None);
+        }
+        crate::attach::connect(&dir, tty, stdin).await.map(Some)
     }
 
     async fn exec_stream(

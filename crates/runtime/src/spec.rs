@@ -306,7 +306,7 @@ pub(crate) fn build(
     json!({
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": false,
+            "terminal": cfg.tty,
             "user": {"uid": uid, "gid": gid},
             "args": cfg.argv,
             "env": environment(cfg, image),
