@@ -8,11 +8,11 @@
 # connection through the nftables DNAT: the proxy's worst case.
 # Needs root. Loopback/bridge only; bounded in time.
 #
-#   bench/service.sh     (ROUNDS=5, SECS=3, CONNS=16; SKIP_BUILD=1 reuses target/release)
+#   bench/service.sh     (ROUNDS=7, SECS=3, CONNS=16; SKIP_BUILD=1 reuses target/release)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-ROUNDS="${ROUNDS:-5}"; SECS="${SECS:-3}"; CONNS="${CONNS:-16}"
+ROUNDS="${ROUNDS:-7}"; SECS="${SECS:-3}"; CONNS="${CONNS:-16}"
 TMP="$(mktemp -d /tmp/navarch-svc.XXXXXX)"
 SERVER_PID=""
 cleanup() {
@@ -68,21 +68,24 @@ echo "machine $(nproc) cores, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)
 echo "pod $POD_IP service $SVC_IP; wrk -t2 -c$CONNS -d${SECS}s, $ROUNDS alternating rounds"
 
 rps() { wrk -t2 -c"$CONNS" -d"${SECS}s" "http://$1/" | awk '/Requests\/sec/ {print $2}'; }
-: >"$TMP/pod"; : >"$TMP/svc"
+: >"$TMP/pod"; : >"$TMP/svc"; : >"$TMP/loss"
+# Each round measures both paths back to back, in alternating order (so a drift in
+# the machine's load does not favour one path), and yields one paired loss figure.
 for r in $(seq "$ROUNDS"); do
-    p=$(rps "$POD_IP"); s=$(rps "$SVC_IP")
-    echo "round $r: pod_ip ${p} req/s, cluster_ip ${s} req/s"
-    echo "$p" >>"$TMP/pod"; echo "$s" >>"$TMP/svc"
+    if (( r % 2 )); then p=$(rps "$POD_IP"); s=$(rps "$SVC_IP"); else s=$(rps "$SVC_IP"); p=$(rps "$POD_IP"); fi
+    l=$(awk -v p="$p" -v s="$s" 'BEGIN {printf "%.1f", (p - s) / p * 100}')
+    echo "round $r: pod_ip ${p} req/s, cluster_ip ${s} req/s, loss ${l}%"
+    echo "$p" >>"$TMP/pod"; echo "$s" >>"$TMP/svc"; echo "$l" >>"$TMP/loss"
 done
-median() { sort -n "$1" | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-best() { sort -n "$1" | tail -1; }
+median() { sort -g "$1" | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+best() { sort -g "$1" | tail -1; }
 P=$(median "$TMP/pod"); S=$(median "$TMP/svc"); PB=$(best "$TMP/pod"); SB=$(best "$TMP/svc")
+L=$(median "$TMP/loss")
 echo "pod_ip_rps_median $P  best $PB"
 echo "cluster_ip_rps_median $S  best $SB"
-# On a shared machine the best round of each is the steadier estimate of what
-# the path can do; the median is printed too.
-awk -v p="$P" -v s="$S" -v pb="$PB" -v sb="$SB" 'BEGIN {
-    printf "service_path_loss_pct_median %.1f\n", (p - s) / p * 100
-    loss = (pb - sb) / pb * 100
-    printf "service_path_loss_pct_best %.1f  goal<=10 %s\n", loss, (loss <= 10 ? "ok" : "MISSED")
+# The median of the paired per-round losses is the figure against the goal; the
+# ratio of the best rounds is printed beside it.
+awk -v l="$L" -v pb="$PB" -v sb="$SB" 'BEGIN {
+    printf "service_path_loss_pct_best %.1f\n", (pb - sb) / pb * 100
+    printf "service_path_loss_pct_paired_median %.1f  goal<=10 %s\n", l, (l <= 10 ? "ok" : "MISSED")
 }'

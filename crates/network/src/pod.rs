@@ -208,9 +208,10 @@ impl BridgeNetwork {
         s.push_str(&format!(
             "add rule {t} output fib daddr type local dnat ip to meta l4proto . th dport map @hostports\n"
         ));
-        // Hairpin through a hostPort (or any DNAT) from a pod: masquerade.
+        // Hairpin through a hostPort (or any DNAT) from a pod: masquerade. The node's
+        // own addresses (e.g. the bridge's) need not be: replies come back to it.
         s.push_str(&format!(
-            "add rule {t} postrouting ct status dnat ip saddr {} masquerade\n",
+            "add rule {t} postrouting ct status dnat ip saddr {} fib saddr type != local masquerade\n",
             c.cluster_cidr
         ));
         // Egress: pod traffic leaving the cluster network.

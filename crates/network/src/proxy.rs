@@ -8,7 +8,9 @@
 //!   sets `af_<id>_<tag>`); the endpoint chain DNATs;
 //! - service ports without ready endpoints are elements of `noep`/`noep_nodeports`,
 //!   which the filter chains answer with `reject`;
-//! - DNATed connections are masqueraded (hairpin, NodePort to remote pods).
+//! - DNATed connections are masqueraded (hairpin, NodePort to remote pods), except
+//!   those from the node's own addresses: a pod's reply to the node comes back to
+//!   the node anyway, so the node's clients skip the source NAT.
 //!
 //! A change to one service is one `nft -f -` transaction that deletes its map
 //! elements, flushes and refills its chains and re-adds the elements; the table
@@ -264,8 +266,8 @@ pub fn base_script(cluster_cidr: Ipv4Cidr) -> String {
     }
     s.push_str(&format!(
         "add chain {t} nat_postrouting {{ type nat hook postrouting priority 100 ; }}\n\
-         add rule {t} nat_postrouting ct status dnat ip saddr {cluster_cidr} masquerade\n\
-         add rule {t} nat_postrouting meta mark & 0x4000 == 0x4000 masquerade\n"
+         add rule {t} nat_postrouting ct status dnat ip saddr {cluster_cidr} fib saddr type != local masquerade\n\
+         add rule {t} nat_postrouting meta mark & 0x4000 == 0x4000 fib saddr type != local masquerade\n"
     ));
     for (chain, hook) in [
         ("filter_input", "input"),
