@@ -20,6 +20,7 @@ use crate::catalog::ResourceType;
 pub mod apply;
 pub mod fields;
 mod json;
+pub mod managed;
 pub mod schema;
 mod strategic;
 

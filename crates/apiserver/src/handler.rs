@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use navarch_api::catalog::{self, ResourceType, Subresource};
+use navarch_api::patch::managed;
 use serde_json::{json, Value};
 
 use crate::auth::User;
@@ -363,6 +364,8 @@ async fn resource(
                 }
                 meta_mut(&mut obj).insert("namespace".into(), json!(ns));
             }
+            let manager = crate::patch::update_manager(&q, headers, "CreateOptions")?;
+            managed::record_update(None, &mut obj, rt, &managed::UpdateOperation::now(&manager));
             let created = reg.create(rt, ns, obj, &write_options(&q)).await?;
             Ok(with_warnings(
                 render_one(rt, &created, format, &q, StatusCode::CREATED),
@@ -374,14 +377,36 @@ async fn resource(
             let obj = body::decode_object(headers, &body)?;
             let fv = FieldValidation::parse(q.field_validation.as_deref())?;
             let (obj, warnings) = body::normalize(rt, obj, fv)?;
+            let manager = crate::patch::update_manager(&q, headers, "UpdateOptions")?;
+            let op =
+                managed::UpdateOperation::now(&manager).on_subresource(sub.map(Subresource::name));
             let sub = if sub == Some(Subresource::Finalize) {
                 None
             } else {
                 sub
             };
-            let (out, created) = reg
-                .update(rt, ns, name, obj, sub, &write_options(&q))
-                .await?;
+            // Read-modify-write so managedFields are computed against the
+            // object actually replaced.
+            let opts = write_options(&q);
+            let updated = reg
+                .guaranteed_update(rt, ns, name, sub, &opts, |cur| {
+                    let mut o = obj.clone();
+                    managed::record_update(Some(cur), &mut o, rt, &op);
+                    Ok(o)
+                })
+                .await;
+            let (out, created) = match updated {
+                Err(e)
+                    if e.code == 404
+                        && sub.is_none()
+                        && crate::strategy::for_type(rt).allow_create_on_update() =>
+                {
+                    let mut o = obj;
+                    managed::record_update(None, &mut o, rt, &op);
+                    (reg.create(rt, ns, o, &opts).await?, true)
+                }
+                other => (other?, false),
+            };
             let code = if created {
                 StatusCode::CREATED
             } else {

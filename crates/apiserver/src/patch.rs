@@ -4,7 +4,7 @@
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use navarch_api::catalog::{ResourceType, Subresource};
-use navarch_api::patch::{self as p, PatchError, PatchType};
+use navarch_api::patch::{self as p, managed, PatchError, PatchType};
 use serde_json::{json, Value};
 
 use crate::body::{self, FieldValidation};
@@ -46,6 +46,37 @@ pub fn patch_error(rt: &ResourceType, name: &str, e: PatchError) -> ApiError {
     }
 }
 
+/// The field manager of a write (`fieldManager`, else derived from the
+/// User-Agent), after checking `fieldManager` as upstream does: a bad one is a
+/// 422 naming `options_kind` (`CreateOptions`, `UpdateOptions`, `PatchOptions`).
+pub(crate) fn update_manager(
+    q: &Query,
+    headers: &HeaderMap,
+    options_kind: &str,
+) -> ApiResult<String> {
+    if let Some(m) = q.field_manager.as_deref() {
+        managed::validate_field_manager(m).map_err(|e| {
+            ApiError::new(
+                422,
+                "Invalid",
+                format!("{options_kind}.meta.k8s.io \"\" is invalid: fieldManager: {e}"),
+            )
+            .with_details(
+                json!({"group": "meta.k8s.io", "kind": options_kind, "causes": [
+                    {"reason": e.reason(), "message": e.to_string(), "field": "fieldManager"}
+                ]}),
+            )
+        })?;
+    }
+    let user_agent = headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    Ok(managed::field_manager(
+        q.field_manager.as_deref(),
+        user_agent,
+    ))
+}
+
 #[allow(clippy::too_many_arguments)]
 pub async fn patch(
     app: &App,
@@ -69,6 +100,7 @@ pub async fn patch(
         ))
     })?;
     let fv = FieldValidation::parse(q.field_validation.as_deref())?;
+    let manager = update_manager(q, headers, "PatchOptions")?;
     let opts = WriteOptions {
         dry_run: q.dry_run,
         field_manager: q.field_manager.clone(),
@@ -115,11 +147,13 @@ pub async fn patch(
         ));
     }
     let mut last_warnings = Vec::new();
+    let op = managed::UpdateOperation::now(&manager).on_subresource(sub.map(Subresource::name));
     let out = reg
         .guaranteed_update(rt, ns, name, sub, &opts, |cur| {
             let patched =
                 p::apply_patch(pt, cur, body, rt).map_err(|e| patch_error(rt, name, e))?;
-            let (obj, w) = body::normalize(rt, patched, fv)?;
+            let (mut obj, w) = body::normalize(rt, patched, fv)?;
+            managed::record_update(Some(cur), &mut obj, rt, &op);
             last_warnings = w;
             Ok(obj)
         })

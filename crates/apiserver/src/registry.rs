@@ -487,6 +487,11 @@ impl Registry {
                         }
                     }
                 }
+                // As upstream's ResetObjectMetaForStatus: metadata stays the old
+                // one except managedFields, which record this status write.
+                if let Some(mf) = obj.pointer("/metadata/managedFields") {
+                    meta_mut(&mut n).insert("managedFields".into(), mf.clone());
+                }
                 n
             }
             _ => {

@@ -429,3 +429,120 @@ fn priority_classes_are_resolved_at_admission() {
     c.apply(&pod("defaulted", None));
     assert_eq!(spec_of("defaulted"), "5 Never batch");
 }
+
+#[test]
+fn managed_fields_record_update_operations() {
+    let c = Cluster::start();
+    let managed = |name: &str| -> Vec<serde_json::Value> {
+        let out = c.ok(&["get", "cm", name, "-o", "json", "--show-managed-fields"]);
+        let obj: serde_json::Value = serde_json::from_str(&out).expect("json");
+        obj["metadata"]["managedFields"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let entry = |entries: &[serde_json::Value], manager: &str| -> serde_json::Value {
+        entries
+            .iter()
+            .find(|e| e["manager"] == manager)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {manager} entry in {entries:?}"))
+    };
+    c.ok(&["create", "configmap", "mf", "--from-literal=a=1"]);
+    c.ok(&["label", "cm", "mf", "tier=fe"]);
+    let entries = managed("mf");
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let create = entry(&entries, "kubectl-create");
+    assert_eq!(create["operation"], "Update");
+    assert_eq!(create["apiVersion"], "v1");
+    assert_eq!(create["fieldsType"], "FieldsV1");
+    assert_eq!(
+        create["fieldsV1"],
+        serde_json::json!({"f:data": {".": {}, "f:a": {}}})
+    );
+    let label = entry(&entries, "kubectl-label");
+    assert_eq!(label["operation"], "Update");
+    assert_eq!(
+        label["fieldsV1"],
+        serde_json::json!({"f:metadata": {"f:labels": {".": {}, "f:tier": {}}}})
+    );
+    let time = label["time"].as_str().expect("time");
+    assert!(time.len() == 20 && time.ends_with('Z'), "{time}");
+    // Plain `-o json` hides them, as upstream kubectl does.
+    let plain = c.ok(&["get", "cm", "mf", "-o", "json"]);
+    assert!(!plain.contains("managedFields"), "{plain}");
+    // A server-side apply of a field kubectl-create set conflicts with it.
+    let out = c.kubectl_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"mf"},"data":{"a":"2"}}"#,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("conflict with \"kubectl-create\""), "{err}");
+    // A patch takes the field over; kubectl-create keeps only `data` itself.
+    c.ok(&[
+        "patch",
+        "cm",
+        "mf",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"a":"3"}}"#,
+    ]);
+    let entries = managed("mf");
+    assert_eq!(
+        entry(&entries, "kubectl-patch")["fieldsV1"],
+        serde_json::json!({"f:data": {"f:a": {}}})
+    );
+    assert_eq!(
+        entry(&entries, "kubectl-create")["fieldsV1"],
+        serde_json::json!({"f:data": {}})
+    );
+    // Resetting with [{}] clears them all.
+    c.ok(&[
+        "patch",
+        "cm",
+        "mf",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/metadata/managedFields","value":[{}]}]"#,
+    ]);
+    assert!(managed("mf").is_empty());
+    // A bad fieldManager is a 422.
+    let err = c.fails(&[
+        "label",
+        "cm",
+        "mf",
+        "x=y",
+        &format!("--field-manager={}", "m".repeat(129)),
+    ]);
+    assert!(
+        err.contains("fieldManager: Too long: may not be more than 128 bytes"),
+        "{err}"
+    );
+    // A status write records an entry for the status subresource.
+    c.ok(&["run", "mfpod", "--image=navarch.test/none:1"]);
+    c.ok(&[
+        "patch",
+        "pod",
+        "mfpod",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"message":"from-test"}}"#,
+    ]);
+    let out = c.ok(&["get", "pod", "mfpod", "-o", "json", "--show-managed-fields"]);
+    let obj: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let entries = obj["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let status = entries
+        .iter()
+        .find(|e| e["manager"] == "kubectl-patch")
+        .unwrap_or_else(|| panic!("no kubectl-patch entry in {entries:?}"));
+    assert_eq!(status["subresource"], "status", "{status}");
+    assert!(
+        status["fieldsV1"]["f:status"]["f:message"].is_object(),
+        "{status}"
+    );
+}

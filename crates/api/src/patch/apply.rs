@@ -5,9 +5,11 @@
 //! `metadata.managedFields` as an `Apply` entry of the field manager, with the
 //! fields the configuration sets in `FieldsV1` form. Fields this manager applied
 //! before and no longer sets are removed unless another manager owns them.
-//! A field owned by another manager whose live value differs from the applied
-//! one is a conflict: an error unless `force`, in which case the other manager
-//! loses it.
+//! A field owned by another manager (an `Apply` entry, or an `Update` entry
+//! recorded by [`super::managed`] for a create, update or patch) whose live
+//! value differs from the applied one is a conflict: an error unless `force`,
+//! in which case the other manager loses it. Entries are kept in upstream's
+//! order ([`super::managed::sort_entries`]).
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
@@ -267,6 +269,7 @@ pub fn server_side_apply_at(
     if !placed {
         out.push(our_entry(&new_set));
     }
+    super::managed::sort_entries(&mut out);
     set_managed_fields(&mut merged, out);
     Ok(merged)
 }

@@ -13,7 +13,7 @@ use super::schema::{FieldMeta, ListStrategy, SchemaNode};
 use super::{json_eq, json_type, PatchError};
 
 /// Metadata fields the API server never tracks ownership of.
-const UNTRACKED_METADATA: &[&str] = &[
+pub(crate) const UNTRACKED_METADATA: &[&str] = &[
     "name",
     "namespace",
     "uid",
@@ -145,6 +145,84 @@ impl FieldSet {
             }
         }
         out
+    }
+
+    /// Add every member of `other` to this set.
+    pub fn union_with(&mut self, other: &FieldSet) {
+        self.member |= other.member;
+        for (k, child) in &other.children {
+            match self.children.get_mut(k) {
+                Some(mine) => mine.union_with(child),
+                None => {
+                    self.children.insert(k.clone(), child.clone());
+                }
+            }
+        }
+    }
+
+    /// Remove every member of `other` from this set (path by path: a removed
+    /// member's own children stay), pruning nodes left empty. True if anything
+    /// was removed.
+    pub fn subtract(&mut self, other: &FieldSet) -> bool {
+        let mut changed = false;
+        if other.member && self.member {
+            self.member = false;
+            changed = true;
+        }
+        for (k, theirs) in &other.children {
+            if let Some(mine) = self.children.get_mut(k) {
+                changed |= mine.subtract(theirs);
+                if mine.is_blank() {
+                    self.children.remove(k);
+                }
+            }
+        }
+        changed
+    }
+
+    /// Remove the whole subtree below every member of `other` (the member
+    /// itself included), pruning nodes left empty. True if anything was removed.
+    pub fn remove_subtrees(&mut self, other: &FieldSet) -> bool {
+        let mut changed = false;
+        for (k, theirs) in &other.children {
+            if theirs.member {
+                changed |= self.children.remove(k).is_some();
+            } else if let Some(mine) = self.children.get_mut(k) {
+                changed |= mine.remove_subtrees(theirs);
+                if mine.is_blank() {
+                    self.children.remove(k);
+                }
+            }
+        }
+        changed
+    }
+
+    /// No member here and no children: a node that can be dropped.
+    pub(crate) fn is_blank(&self) -> bool {
+        !self.member && self.children.is_empty()
+    }
+
+    /// Make this node itself a member.
+    pub(crate) fn mark(&mut self) {
+        self.member = true;
+    }
+
+    /// The child at `seg`, created (not a member) when missing.
+    pub(crate) fn child_mut(&mut self, seg: String) -> &mut FieldSet {
+        self.children.entry(seg).or_default()
+    }
+
+    /// Hang `child` under `seg` unless it is blank (merging with what is there).
+    pub(crate) fn attach(&mut self, seg: String, child: FieldSet) {
+        if child.is_blank() {
+            return;
+        }
+        match self.children.get_mut(&seg) {
+            Some(mine) => mine.union_with(&child),
+            None => {
+                self.children.insert(seg, child);
+            }
+        }
     }
 
     /// The direct children, by encoded element.
@@ -438,6 +516,36 @@ mod tests {
         assert!(!a2.is_empty());
         a2.remove(&["f:a".into()]);
         assert!(a2.is_empty());
+    }
+
+    #[test]
+    fn union_subtract_and_subtrees() {
+        let mut a = FieldSet::from_fields_v1(
+            &json!({"f:data": {".": {}, "f:a": {}, "f:b": {}}, "f:metadata": {"f:labels": {"f:x": {}}}}),
+        )
+        .unwrap();
+        let b = FieldSet::from_fields_v1(&json!({"f:data": {"f:a": {}, "f:c": {}}})).unwrap();
+        let mut u = a.clone();
+        u.union_with(&b);
+        assert_eq!(
+            u.to_fields_v1(),
+            json!({"f:data": {".": {}, "f:a": {}, "f:b": {}, "f:c": {}}, "f:metadata": {"f:labels": {"f:x": {}}}})
+        );
+        // Path-wise difference: data itself stays a member.
+        assert!(a.subtract(&b));
+        assert_eq!(
+            a.to_fields_v1(),
+            json!({"f:data": {".": {}, "f:b": {}}, "f:metadata": {"f:labels": {"f:x": {}}}})
+        );
+        assert!(!a.subtract(&b));
+        // Subtree removal: labels (and x under it) go, metadata is pruned.
+        let gone = FieldSet::from_fields_v1(&json!({"f:metadata": {"f:labels": {}}})).unwrap();
+        assert!(a.remove_subtrees(&gone));
+        assert_eq!(a.to_fields_v1(), json!({"f:data": {".": {}, "f:b": {}}}));
+        assert!(!a.remove_subtrees(&gone));
+        let mut data = FieldSet::new();
+        data.attach("f:data".into(), FieldSet::new());
+        assert!(data.children().next().is_none());
     }
 
     #[test]
