@@ -530,6 +530,14 @@ async fn reset(data_dir: &std::path::Path) -> anyhow::Result<()> {
     if failures > 0 {
         anyhow::bail!("{failures} containers or sandboxes could not be removed");
     }
+    // runc's state for this node (under /run): empty now.
+    let run_dir = run_root(data_dir);
+    match std::fs::remove_dir_all(&run_dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            eprintln!("removing {}: {e}", run_dir.display())
+        }
+        _ => {}
+    }
     // The bridge, nftables tables and routes, if this data dir's node set them
     // up last and no node runs now.
     use navarch_network::host::{reset_owned, ResetOutcome};
