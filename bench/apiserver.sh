@@ -11,6 +11,8 @@
 # Knobs (environment): CLIENTS (32), PHASE_SECS (10), WATCHERS (1000),
 # WATCH_RATE (100), WATCH_SECS (10), FILL_TOTAL (100000), FILL_MAX_SECS (120),
 # PROTO_FLAG ("" = HTTP/2, "--http1" = HTTP/1.1 keep-alive), SKIP_BUILD (0; 1 = use the built binaries),
+# NAVARCH / LOADGEN (binaries to run; default target/release/{navarch,loadgen}: point them
+# at copies to compare builds while others rebuild the shared target/),
 # PHASES ("create get watch fill store": the steps to run, e.g. PHASES=watch for the
 # watch fan-out alone, PHASES="fill" for the memory figure alone; get needs create).
 set -euo pipefail
@@ -47,6 +49,15 @@ trap cleanup EXIT
 log() { echo "# $*" >&2; }
 record() { echo "$1 $2" | tee -a "$RESULTS"; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+# RSS split (MB): anonymous (heap, stacks) and file-backed (mapped binary, libraries).
+rss_split() { awk '/^RssAnon:/ {a = $2} /^RssFile:/ {f = $2} END {printf "%.1f %.1f", a/1024, f/1024}' "/proc/$1/status"; }
+record_rss() {
+    local split
+    record "$1" "$(awk -v k="$(rss_kb "$SERVER_PID")" 'BEGIN {printf "%.1f", k/1024}')"
+    split="$(rss_split "$SERVER_PID")"
+    record "$1_anon" "${split% *}"
+    record "$1_file" "${split#* }"
+}
 # CPU time (user + system, clock ticks) and write syscalls of a process so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 write_calls() { awk '/^syscw:/ {print $2}' "/proc/$1/io"; }
@@ -59,8 +70,8 @@ if [[ "${SKIP_BUILD:-0}" == "0" ]]; then
     cargo build --release -q -p navarch -p navarch-loadgen
     cargo build --release -q -p navarch-store --example store_bench
 fi
-NAVARCH="$ROOT/target/release/navarch"
-LOADGEN="$ROOT/target/release/loadgen"
+NAVARCH="${NAVARCH:-$ROOT/target/release/navarch}"
+LOADGEN="${LOADGEN:-$ROOT/target/release/loadgen}"
 STORE_BENCH="$ROOT/target/release/examples/store_bench"
 
 # A free loopback port.
@@ -94,7 +105,7 @@ done
 [[ -n "$ready" ]] || { cat "$TMP/server.log" >&2; echo "server not ready after 30 s" >&2; exit 1; }
 
 sleep 2
-record server_rss_idle_mb "$(awk -v k="$(rss_kb "$SERVER_PID")" 'BEGIN {printf "%.1f", k/1024}')"
+record_rss server_rss_idle_mb
 
 # Run one loadgen command with a time bound, appending its figures.
 lg() {
@@ -131,6 +142,9 @@ if phase watch; then
     # when idle, fewer when a busy server joins waiting events.
     record watch_server_cpu_s "$(awk -v a="$cpu0" -v b="$(cpu_ticks "$SERVER_PID")" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", (b - a) / hz}')"
     record watch_server_write_calls "$(( $(write_calls "$SERVER_PID") - writes0 ))"
+    # What the step leaves behind once the watchers are gone and the server is idle.
+    sleep 2
+    record_rss server_rss_after_watch_mb
 fi
 
 REMAINING=$((FILL_TOTAL - CREATED))
@@ -148,7 +162,7 @@ fi
 if phase fill; then
     record configmaps_stored "$TOTAL"
     sleep 2
-    record server_rss_full_mb "$(awk -v k="$(rss_kb "$SERVER_PID")" 'BEGIN {printf "%.1f", k/1024}')"
+    record_rss server_rss_full_mb
 fi
 
 log "stopping server"

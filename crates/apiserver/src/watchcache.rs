@@ -103,6 +103,27 @@ impl CachedEvent {
         })
     }
 
+    /// Whether anything was decoded or encoded for this event yet.
+    pub fn is_decoded(&self) -> bool {
+        self.object.get().is_some()
+            || self.prev.get().is_some()
+            || self.lines.iter().any(|l| l.get().is_some())
+    }
+
+    /// The same change with nothing decoded (the stored bytes are shared).
+    pub fn undecoded(&self) -> Arc<CachedEvent> {
+        Arc::new(CachedEvent {
+            revision: self.revision,
+            event_type: self.event_type,
+            key: self.key.clone(),
+            raw: self.raw.clone(),
+            object: OnceLock::new(),
+            prev_raw: self.prev_raw.clone(),
+            prev: OnceLock::new(),
+            lines: Default::default(),
+        })
+    }
+
     /// The object with its resourceVersion set, decoded on first use; `None`
     /// (logged once) when the stored bytes are not a JSON object.
     pub fn object(&self) -> Option<&Arc<Value>> {
@@ -183,16 +204,26 @@ pub fn decode_stored(value: &[u8], revision: Revision) -> Option<Value> {
 /// Slots of the live broadcast channel (each slot is allocated up front).
 const LIVE_CHANNEL: usize = 1024;
 
+/// The newest buffered events keep what was decoded and encoded for them
+/// (live watchers are still working through them); older ones are kept as
+/// stored bytes only and decoded again if a resuming watcher replays them.
+pub const DECODED_RECENT: usize = 64;
+
 struct Inner {
     buffer: VecDeque<Arc<CachedEvent>>,
     /// Everything after this revision is (or will be) in `buffer` or delivered live.
     start_revision: Revision,
     last_revision: Revision,
+    /// The live channel, created for the first subscriber and dropped when an
+    /// event finds no subscriber left (its slots are allocated up front: most
+    /// resources are never watched, or only for a while).
+    tx: Option<broadcast::Sender<Arc<CachedEvent>>>,
 }
 
+/// The decoded events of one storage prefix, shared by its watchers.
 pub struct WatchCache {
     inner: Mutex<Inner>,
-    tx: broadcast::Sender<Arc<CachedEvent>>,
+    channel: usize,
     capacity: usize,
 }
 
@@ -208,14 +239,14 @@ impl WatchCache {
         let start = store.current_revision();
         // The live channel is smaller than the replay buffer: a watcher that falls
         // further behind is closed and resumes from the buffer by resourceVersion.
-        let (tx, _) = broadcast::channel(LIVE_CHANNEL.min(capacity).max(16));
         let cache = Arc::new(WatchCache {
             inner: Mutex::new(Inner {
                 buffer: VecDeque::new(),
                 start_revision: start,
                 last_revision: start,
+                tx: None,
             }),
-            tx,
+            channel: LIVE_CHANNEL.min(capacity).max(16),
             capacity,
         });
         let c = cache.clone();
@@ -268,14 +299,27 @@ impl WatchCache {
             }
         }
         inner.buffer.push_back(cached.clone());
+        // Past the recent window, keep only the stored bytes of an event.
+        if let Some(i) = inner.buffer.len().checked_sub(DECODED_RECENT + 1) {
+            if let Some(old) = inner.buffer.get_mut(i) {
+                if old.is_decoded() {
+                    *old = old.undecoded();
+                }
+            }
+        }
         // Sending under the lock keeps replay and live consistent for subscribers.
-        let _ = self.tx.send(cached);
+        if let Some(tx) = &inner.tx {
+            if tx.send(cached).is_err() {
+                // Nobody is listening any more: free the channel's slots.
+                inner.tx = None;
+            }
+        }
     }
 
     /// Subscribe to events after `after`. `None` when the buffer no longer reaches
     /// back that far (the caller then falls back to the store).
     pub fn subscribe(&self, after: Revision) -> Option<Subscription> {
-        let inner = self.inner.lock();
+        let mut inner = self.inner.lock();
         if after < inner.start_revision {
             return None;
         }
@@ -285,10 +329,18 @@ impl WatchCache {
             .filter(|e| e.revision > after)
             .cloned()
             .collect();
-        Some(Subscription {
-            replay,
-            live: self.tx.subscribe(),
-        })
+        let channel = self.channel;
+        let live = inner
+            .tx
+            .get_or_insert_with(|| broadcast::channel(channel).0)
+            .subscribe();
+        Some(Subscription { replay, live })
+    }
+
+    /// Whether the live channel exists (someone subscribed since the last
+    /// event that found no subscriber).
+    pub fn has_live_channel(&self) -> bool {
+        self.inner.lock().tx.is_some()
     }
 
     pub fn last_revision(&self) -> Revision {
@@ -418,5 +470,98 @@ mod tests {
         let revs: Vec<Revision> = sub.replay.iter().map(|e| e.revision).collect();
         assert_eq!(revs, [last - 1, last]);
         assert!(cache.subscribe(last).unwrap().replay.is_empty());
+    }
+    async fn wait_for(cache: &WatchCache, rev: Revision) {
+        for _ in 0..500 {
+            if cache.last_revision() >= rev {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("cache did not reach revision {rev}");
+    }
+
+    #[tokio::test]
+    async fn older_events_keep_only_stored_bytes_and_decode_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = navarch_store::embedded::EmbeddedStore::open(
+            dir.path(),
+            navarch_store::embedded::EmbeddedOptions::default(),
+        )
+        .unwrap();
+        let cache = WatchCache::start(store.clone(), "/p/".into(), 1024);
+        let from = store.current_revision();
+        let mut sub = cache.subscribe(from).unwrap();
+        let n = DECODED_RECENT + 10;
+        for i in 0..n {
+            let v = Bytes::from(format!("{{\"metadata\":{{\"name\":\"k{i}\"}}}}"));
+            store
+                .put(&format!("/p/k{i}"), v, navarch_store::Precondition::None)
+                .await
+                .unwrap();
+            // A live watcher decodes and encodes each event as it comes.
+            let ev = sub.live.recv().await.unwrap();
+            assert!(ev.line(LineFormat::Object, WatchType::Added).is_some());
+            assert!(ev.is_decoded());
+        }
+        wait_for(&cache, store.current_revision()).await;
+        let replay = cache.subscribe(from).unwrap().replay;
+        assert_eq!(replay.len(), n);
+        let decoded: Vec<bool> = replay.iter().map(|e| e.is_decoded()).collect();
+        assert!(
+            decoded[..n - DECODED_RECENT].iter().all(|d| !d),
+            "old events stripped"
+        );
+        assert!(
+            decoded[n - DECODED_RECENT..].iter().all(|d| *d),
+            "recent ones kept"
+        );
+        // A stripped event decodes again to the same object and line.
+        let old = &replay[0];
+        assert_eq!(old.object().unwrap()["metadata"]["name"], "k0");
+        let line = old.line(LineFormat::Object, WatchType::Added).unwrap();
+        assert!(line.starts_with(b"{\"type\":\"ADDED\""));
+        assert_eq!(old.revision, from + 1);
+        assert_eq!(old.event_type, WatchType::Added);
+    }
+
+    #[tokio::test]
+    async fn live_channel_exists_only_while_someone_listens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = navarch_store::embedded::EmbeddedStore::open(
+            dir.path(),
+            navarch_store::embedded::EmbeddedOptions::default(),
+        )
+        .unwrap();
+        let cache = WatchCache::start(store.clone(), "/p/".into(), 16);
+        assert!(!cache.has_live_channel());
+        let put = |i: usize| {
+            let store = store.clone();
+            async move {
+                let v = Bytes::from(format!("{{\"metadata\":{{\"name\":\"k{i}\"}}}}"));
+                store
+                    .put(&format!("/p/k{i}"), v, navarch_store::Precondition::None)
+                    .await
+                    .unwrap();
+                store.current_revision()
+            }
+        };
+        let rev = put(0).await;
+        wait_for(&cache, rev).await;
+        assert!(!cache.has_live_channel(), "no channel without subscribers");
+        let mut sub = cache.subscribe(rev).unwrap();
+        assert!(cache.has_live_channel());
+        let rev = put(1).await;
+        let ev = sub.live.recv().await.unwrap();
+        assert_eq!(ev.revision, rev);
+        drop(sub);
+        let rev = put(2).await;
+        wait_for(&cache, rev).await;
+        assert!(!cache.has_live_channel(), "dropped once nobody listens");
+        // A new subscriber gets a new channel and everything from the buffer.
+        let mut sub = cache.subscribe(rev - 2).unwrap();
+        assert_eq!(sub.replay.len(), 2);
+        let rev = put(3).await;
+        assert_eq!(sub.live.recv().await.unwrap().revision, rev);
     }
 }

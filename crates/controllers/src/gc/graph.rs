@@ -63,9 +63,17 @@ impl Node {
 }
 
 /// The ownership graph.
+///
+/// Most objects own nothing, are owned by nothing and are not being deleted:
+/// the collector only needs to know that they exist (they may be named as
+/// owners) and their kind (to reconcile a relist). Those with a canonical
+/// uuid uid are kept as a 128-bit number and a kind index, about 33 bytes per
+/// object instead of about 190 for a [`Node`] keyed by a shared string.
 #[derive(Debug, Default)]
 pub struct Graph {
     nodes: HashMap<Uid, Node>,
+    /// Plain objects (see above): uuid → kind index.
+    plain: HashMap<u128, u32>,
     /// owner uid → dependent uids (owners may be absent from `nodes`).
     dependents: HashMap<Uid, HashSet<Uid>>,
     /// Interned namespaces, apiVersions and kinds.
@@ -99,24 +107,25 @@ impl Graph {
         Arc::from(uid)
     }
 
-    /// The node with this uid, if observed.
+    /// The node with this uid, if observed and not plain (a plain object owns
+    /// nothing, has no owners and is not being deleted: nothing to do for it).
     pub fn get(&self, uid: &str) -> Option<&Node> {
         self.nodes.get(uid)
     }
 
     /// Whether an object with this uid is observed.
     pub fn contains(&self, uid: &str) -> bool {
-        self.nodes.contains_key(uid)
+        self.nodes.contains_key(uid) || parse_uuid(uid).is_some_and(|k| self.plain.contains_key(&k))
     }
 
     /// How many objects are observed.
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.nodes.len() + self.plain.len()
     }
 
     /// Whether no object is observed.
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.nodes.is_empty() && self.plain.is_empty()
     }
 
     /// The observed dependents of `owner` (an observed object or not).
@@ -131,10 +140,16 @@ impl Graph {
 
     /// The uids of every observed object of one kind (for reconciling a relist).
     pub fn uids_of_kind(&self, kind: usize) -> Vec<Uid> {
+        let plain = self
+            .plain
+            .iter()
+            .filter(|(_, k)| usize::try_from(**k).is_ok_and(|k| k == kind))
+            .map(|(u, _)| Uid::from(format_uuid(*u)));
         self.nodes
             .iter()
             .filter(|(_, n)| n.kind == kind)
             .map(|(u, _)| u.clone())
+            .chain(plain)
             .collect()
     }
 
@@ -153,6 +168,19 @@ impl Graph {
     /// object itself if it needs attention, and its owners (before and after)
     /// that are being deleted.
     pub fn upsert(&mut self, uid: &str, node: Node) -> Vec<Uid> {
+        let key = parse_uuid(uid);
+        let plain = key.filter(|_| node.owners.is_empty() && !node.deleting);
+        let kind = u32::try_from(node.kind).ok();
+        if let (Some(k), Some(kind)) = (plain, kind) {
+            if !self.nodes.contains_key(uid) {
+                // Plain before and after (or new): nothing links to change.
+                self.plain.insert(k, kind);
+                return Vec::new();
+            }
+        }
+        if let Some(k) = key {
+            self.plain.remove(&k);
+        }
         let uid = self.shared_uid(uid);
         let old = self.nodes.remove(&uid);
         let mut dirty = Vec::new();
@@ -173,7 +201,14 @@ impl Graph {
         if node.needs_attention() {
             dirty.push(uid.clone());
         }
-        self.nodes.insert(uid, node);
+        match (plain, kind) {
+            (Some(k), Some(kind)) => {
+                self.plain.insert(k, kind);
+            }
+            _ => {
+                self.nodes.insert(uid, node);
+            }
+        }
         dirty.sort();
         dirty.dedup();
         dirty
@@ -183,6 +218,18 @@ impl Graph {
     /// (their owner is gone) and its owners that are being deleted.
     pub fn remove(&mut self, uid: &str) -> Vec<Uid> {
         let Some((uid, node)) = self.nodes.remove_entry(uid) else {
+            // A plain object: only its dependents (if any) are affected.
+            if parse_uuid(uid).is_some_and(|k| self.plain.remove(&k).is_some()) {
+                let mut dirty: Vec<Uid> = self
+                    .dependents
+                    .get(uid)
+                    .into_iter()
+                    .flatten()
+                    .cloned()
+                    .collect();
+                dirty.sort();
+                return dirty;
+            }
             return Vec::new();
         };
         for o in node.owners.iter() {
@@ -207,9 +254,109 @@ impl Graph {
     }
 }
 
+/// A uid in canonical uuid form (`8-4-4-4-12` lowercase hex digits) as a
+/// number; `None` for anything else (kept as a string, so it prints back
+/// exactly as it came).
+pub fn parse_uuid(uid: &str) -> Option<u128> {
+    let b = uid.as_bytes();
+    if b.len() != 36 {
+        return None;
+    }
+    let mut n: u128 = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if c != b'-' {
+                return None;
+            }
+            continue;
+        }
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        n = (n << 4) | u128::from(d);
+    }
+    Some(n)
+}
+
+/// The canonical uuid form of a number from [`parse_uuid`].
+pub fn format_uuid(n: u128) -> String {
+    let h = format!("{n:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const U1: &str = "7e533b8f-033b-4b33-939a-85afbbde4057";
+    const U2: &str = "1e026ac0-f533-4640-aad0-0a25436f2213";
+
+    #[test]
+    fn uuids_round_trip_and_others_are_refused() {
+        assert_eq!(format_uuid(parse_uuid(U1).unwrap()), U1);
+        assert_eq!(parse_uuid("00000000-0000-0000-0000-000000000001"), Some(1));
+        assert_eq!(parse_uuid(&U1.to_uppercase()), None, "not canonical");
+        assert_eq!(parse_uuid("7e533b8f0033b-4b33-939a-85afbbde4057"), None);
+        assert_eq!(parse_uuid("u"), None);
+        assert_eq!(parse_uuid("7e533b8f-033b-4b33-939a-85afbbde405g"), None);
+    }
+
+    #[test]
+    fn plain_objects_are_compact_and_still_owners() {
+        let mut g = Graph::new();
+        let n = node(&mut g, "owner", vec![]);
+        assert!(g.upsert(U1, n).is_empty());
+        assert!(g.nodes.is_empty(), "kept in the compact map");
+        assert!(g.contains(U1));
+        assert!(g.get(U1).is_none(), "nothing to do for a plain object");
+        assert_eq!(g.len(), 1);
+        assert_eq!(uids(&g.uids_of_kind(0)), vec![U1]);
+        assert!(g.uids_of_kind(3).is_empty());
+        // A dependent of the plain owner.
+        let r = owner(&mut g, U1, true);
+        let n = node(&mut g, "dep", vec![r]);
+        assert_eq!(uids(&g.upsert(U2, n)), vec![U2]);
+        assert!(g.get(U2).is_some(), "an owned object is a full node");
+        assert_eq!(g.dependents(U1).len(), 1);
+        // The owner goes: its dependent is reported.
+        assert_eq!(uids(&g.remove(U1)), vec![U2]);
+        assert!(!g.contains(U1));
+        assert!(g.remove(U1).is_empty(), "already gone");
+    }
+
+    #[test]
+    fn objects_move_between_plain_and_full() {
+        let mut g = Graph::new();
+        let r = owner(&mut g, "o", false);
+        let n = node(&mut g, "x", vec![r]);
+        g.upsert(U1, n);
+        assert!(g.get(U1).is_some());
+        assert_eq!(g.dependents("o").len(), 1);
+        // Orphaned: becomes plain, and the owner's index entry goes.
+        let n = node(&mut g, "x", vec![]);
+        assert!(g.upsert(U1, n).is_empty());
+        assert!(g.get(U1).is_none() && g.contains(U1));
+        assert!(g.dependents.is_empty());
+        // Being deleted with a finalizer: a full node again, reported.
+        let mut n = node(&mut g, "x", vec![]);
+        n.deleting = true;
+        n.foreground = true;
+        assert_eq!(uids(&g.upsert(U1, n)), vec![U1]);
+        assert!(g.get(U1).is_some_and(|n| n.foreground));
+        assert!(g.plain.is_empty());
+        assert_eq!(g.len(), 1);
+        assert_eq!(uids(&g.remove(U1)), Vec::<&str>::new());
+        assert!(g.is_empty());
+    }
 
     fn owner(g: &mut Graph, uid: &str, block: bool) -> OwnerRef {
         OwnerRef {
