@@ -147,6 +147,23 @@ pub fn decode_inbound(data: &[u8]) -> Inbound {
     }
 }
 
+/// The payload of the client's next data message (text too: the Python client
+/// sends text frames); `None` once it closes or the connection ends.
+pub(crate) async fn next_payload<S, E>(stream: &mut S) -> Option<Bytes>
+where
+    S: futures::Stream<Item = Result<Message, E>> + Unpin,
+{
+    while let Some(Ok(m)) = stream.next().await {
+        match m {
+            Message::Binary(b) => return Some(b),
+            Message::Text(t) => return Some(Bytes::copy_from_slice(t.as_str().as_bytes())),
+            Message::Close(_) => return None,
+            _ => continue,
+        }
+    }
+    None
+}
+
 fn frame(ch: u8, payload: &[u8]) -> Message {
     let mut v = Vec::with_capacity(payload.len() + 1);
     v.push(ch);
@@ -301,13 +318,7 @@ pub async fn run_exec(socket: WebSocket, mut p: ExecProcess, opts: &StreamOption
     let mut stdin = p.stdin.take();
     let resizer = p.resizer.clone();
     let reader = tokio::spawn(async move {
-        while let Some(Ok(msg)) = stream.next().await {
-            let data: Bytes = match msg {
-                Message::Binary(b) => b,
-                Message::Text(t) => Bytes::copy_from_slice(t.as_str().as_bytes()),
-                Message::Close(_) => break,
-                _ => continue,
-            };
+        while let Some(data) = next_payload(&mut stream).await {
             match decode_inbound(&data) {
                 Inbound::Stdin(b) => {
                     if let Some(w) = stdin.as_mut() {
@@ -408,13 +419,7 @@ async fn run_attach_session(
     let use_stdin = opts.stdin && has_stdin;
     let input = tokio::spawn(async move {
         let mut stdin_open = use_stdin;
-        while let Some(Ok(msg)) = stream.next().await {
-            let data: Bytes = match msg {
-                Message::Binary(b) => b,
-                Message::Text(t) => Bytes::copy_from_slice(t.as_str().as_bytes()),
-                Message::Close(_) => break,
-                _ => continue,
-            };
+        while let Some(data) = next_payload(&mut stream).await {
             let sent = match decode_inbound(&data) {
                 Inbound::Stdin(b) if stdin_open => writer.stdin(&b).await,
                 Inbound::CloseStdin if stdin_open => {

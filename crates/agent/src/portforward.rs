@@ -516,13 +516,7 @@ async fn serve_channels(socket: WebSocket, target: PodTarget, ports: Vec<u16>) {
         }
     }
     let inbound = async {
-        while let Some(Ok(m)) = stream.next().await {
-            let data: Bytes = match m {
-                Message::Binary(b) => b,
-                Message::Text(t) => Bytes::copy_from_slice(t.as_str().as_bytes()),
-                Message::Close(_) => break,
-                _ => continue,
-            };
+        while let Some(data) = crate::exec::next_payload(&mut stream).await {
             let Some((&ch, payload)) = data.split_first() else {
                 continue;
             };

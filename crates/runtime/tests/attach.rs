@@ -3,29 +3,8 @@
 mod common;
 
 use common::*;
-use navarch_runtime::{
-    AttachFrame, AttachReader, ContainerConfig, ContainerRuntime, ContainerState, RuncRuntime,
-};
+use navarch_runtime::{AttachFrame, AttachReader, ContainerRuntime, ContainerState, RuncRuntime};
 use std::time::Duration;
-
-fn container(env: &Env, name: &str, script: &str) -> ContainerConfig {
-    ContainerConfig {
-        name: name.into(),
-        image: TEST_REF.into(),
-        argv: vec!["sh".into(), "-c".into(), script.into()],
-        log_path: env.log_path(name),
-        ..Default::default()
-    }
-}
-
-async fn cleanup(rt: &RuncRuntime) {
-    for c in rt.list_containers().await.unwrap() {
-        rt.remove_container(&c.id).await.unwrap();
-    }
-    for s in rt.list_sandboxes().await.unwrap() {
-        rt.remove_sandbox(&s.id).await.unwrap();
-    }
-}
 
 /// Read output frames until `needle` has appeared; returns everything read.
 async fn read_until(r: &mut AttachReader, out: &mut String, needle: &str) {

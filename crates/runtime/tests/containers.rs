@@ -3,27 +3,8 @@
 mod common;
 
 use common::*;
-use navarch_runtime::{ContainerConfig, ContainerRuntime, ContainerState, Resources, RuncRuntime};
+use navarch_runtime::{ContainerRuntime, ContainerState, Resources, RuncRuntime};
 use std::time::{Duration, Instant};
-
-fn container(env: &Env, name: &str, script: &str) -> ContainerConfig {
-    ContainerConfig {
-        name: name.into(),
-        image: TEST_REF.into(),
-        argv: vec!["sh".into(), "-c".into(), script.into()],
-        log_path: env.log_path(name),
-        ..Default::default()
-    }
-}
-
-async fn cleanup(rt: &RuncRuntime) {
-    for c in rt.list_containers().await.unwrap() {
-        rt.remove_container(&c.id).await.unwrap();
-    }
-    for s in rt.list_sandboxes().await.unwrap() {
-        rt.remove_sandbox(&s.id).await.unwrap();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_a_container_with_cri_logs_and_the_sandbox_hostname() {

@@ -153,3 +153,24 @@ pub fn sandbox_config(name: &str) -> navarch_runtime::SandboxConfig {
         labels: std::collections::BTreeMap::new(),
     }
 }
+
+/// A busybox container running `sh -c script`, logging to the env's log dir.
+pub fn container(env: &Env, name: &str, script: &str) -> navarch_runtime::ContainerConfig {
+    navarch_runtime::ContainerConfig {
+        name: name.into(),
+        image: TEST_REF.into(),
+        argv: vec!["sh".into(), "-c".into(), script.into()],
+        log_path: env.log_path(name),
+        ..Default::default()
+    }
+}
+
+/// Remove every container and sandbox of `rt`.
+pub async fn cleanup(rt: &RuncRuntime) {
+    for c in rt.list_containers().await.unwrap() {
+        rt.remove_container(&c.id).await.unwrap();
+    }
+    for s in rt.list_sandboxes().await.unwrap() {
+        rt.remove_sandbox(&s.id).await.unwrap();
+    }
+}
