@@ -20,7 +20,9 @@
 # LEASE_RENEW_SECS (20), PHASE_TIMEOUT_SECS (120), SKIP_BUILD (0), KEEP (0: 1
 # keeps the temp dir with the server log), PERF (0: 1 records `perf` CPU profiles
 # of the server and scheduler into the temp dir; implies KEEP=1; PERF_ARGS, default
-# `-F 199 -g`, e.g. `-F 49 --call-graph dwarf`).
+# `-F 199 -g`, e.g. `-F 49 --call-graph dwarf`), BIN_DIR (unset: a directory holding
+# navarch, hollow and standalone binaries to run instead of target/release's; skips
+# the build).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -64,14 +66,20 @@ log() { echo "# $*" >&2; }
 
 ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
 
-if [[ "${SKIP_BUILD:-0}" == "0" ]]; then
+if [[ "${SKIP_BUILD:-0}" == "0" && -z "${BIN_DIR:-}" ]]; then
     log "building release binaries"
     cargo build --release -q -p navarch -p navarch-loadgen
     cargo build --release -q -p navarch-scheduler --example standalone
 fi
-NAVARCH="$ROOT/target/release/navarch"
-HOLLOW="$ROOT/target/release/hollow"
-STANDALONE="$ROOT/target/release/examples/standalone"
+# BIN_DIR: take navarch, hollow and standalone from one directory instead (e.g. a
+# copy of an earlier build, to compare two builds under the same conditions).
+if [[ -n "${BIN_DIR:-}" ]]; then
+    NAVARCH="$BIN_DIR/navarch"; HOLLOW="$BIN_DIR/hollow"; STANDALONE="$BIN_DIR/standalone"
+else
+    NAVARCH="$ROOT/target/release/navarch"
+    HOLLOW="$ROOT/target/release/hollow"
+    STANDALONE="$ROOT/target/release/examples/standalone"
+fi
 
 PORT=""
 for _ in $(seq 50); do

@@ -175,27 +175,75 @@ pub fn normalize(
     Ok((typed, warnings))
 }
 
-/// Fields present (and non-null) in `orig` but absent from the typed round trip.
+/// Fields present (and non-null) in `orig` but absent from the typed round trip,
+/// as dotted paths (`spec.containers[0].bogus`).
 fn unknown_fields(orig: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
+    let mut stack = Vec::new();
+    if !path.is_empty() {
+        stack.push(Segment::Key(path));
+    }
+    collect_unknown(orig, typed, &mut stack, out);
+}
+
+/// One step of a field path; the path is only rendered for an unknown field.
+enum Segment<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn render_path(stack: &[Segment<'_>]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    for seg in stack {
+        match seg {
+            Segment::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
+            Segment::Index(i) => {
+                let _ = write!(s, "[{i}]");
+            }
+        }
+    }
+    s
+}
+
+fn collect_unknown<'a>(
+    orig: &'a Value,
+    typed: &Value,
+    stack: &mut Vec<Segment<'a>>,
+    out: &mut Vec<String>,
+) {
     match (orig, typed) {
         (Value::Object(o), Value::Object(t)) => {
             for (k, v) in o {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
                 match t.get(k) {
-                    Some(tv) => unknown_fields(v, tv, &p, out),
+                    Some(tv) => {
+                        if v.is_object() || v.is_array() {
+                            stack.push(Segment::Key(k));
+                            collect_unknown(v, tv, stack, out);
+                            stack.pop();
+                        }
+                    }
                     None if v.is_null() => {}
                     None if is_empty_container(v) => {}
-                    None => out.push(p),
+                    None => {
+                        stack.push(Segment::Key(k));
+                        out.push(render_path(stack));
+                        stack.pop();
+                    }
                 }
             }
         }
         (Value::Array(o), Value::Array(t)) => {
             for (i, (ov, tv)) in o.iter().zip(t.iter()).enumerate() {
-                unknown_fields(ov, tv, &format!("{path}[{i}]"), out);
+                if ov.is_object() || ov.is_array() {
+                    stack.push(Segment::Index(i));
+                    collect_unknown(ov, tv, stack, out);
+                    stack.pop();
+                }
             }
         }
         _ => {}
@@ -223,4 +271,62 @@ pub fn delete_options(body: &[u8]) -> ApiResult<Value> {
         ));
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn unknown(orig: Value, typed: Value) -> Vec<String> {
+        let mut out = Vec::new();
+        unknown_fields(&orig, &typed, "", &mut out);
+        out
+    }
+
+    #[test]
+    fn unknown_fields_are_reported_with_their_paths() {
+        let orig = json!({
+            "bogus": 1, "gone": null, "emptyMap": {}, "emptyList": [],
+            "spec": {"containers": [{"name": "a"}, {"name": "b", "extra": "x",
+                "nested": {"deep": true}}], "other": {"k": 1}},
+        });
+        let typed = json!({
+            "spec": {"containers": [{"name": "a"}, {"name": "b", "nested": {}}], "other": {"k": 1}},
+        });
+        assert_eq!(
+            unknown(orig, typed),
+            vec![
+                "bogus".to_string(),
+                "spec.containers[1].extra".to_string(),
+                "spec.containers[1].nested.deep".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn no_unknown_fields_when_the_round_trip_keeps_everything() {
+        let v = json!({"metadata": {"name": "a", "labels": {"x": "y"}}, "data": {"k": "v"}});
+        assert!(unknown(v.clone(), v).is_empty());
+    }
+
+    #[test]
+    fn normalize_warns_or_rejects_unknown_fields() {
+        let rt = navarch_api::catalog::by_plural("", "v1", "configmaps").unwrap();
+        let body = json!({"metadata": {"name": "a", "bogus": 1}, "data": {"k": "v"}});
+        let (obj, warnings) = normalize(rt, body.clone(), FieldValidation::Warn).unwrap();
+        assert_eq!(obj["kind"], "ConfigMap");
+        assert_eq!(
+            warnings,
+            vec!["unknown field \"metadata.bogus\"".to_string()]
+        );
+        let err = normalize(rt, body.clone(), FieldValidation::Strict).unwrap_err();
+        assert!(
+            err.message.contains("unknown field \"metadata.bogus\""),
+            "{}",
+            err.message
+        );
+        let (_, warnings) = normalize(rt, body, FieldValidation::Ignore).unwrap();
+        assert!(warnings.is_empty());
+    }
 }

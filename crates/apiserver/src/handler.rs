@@ -37,7 +37,10 @@ pub struct App {
 
 /// A JSON body with `code`.
 pub(crate) fn json_response(code: StatusCode, v: &Value) -> Response {
-    let body = serde_json::to_vec(v).unwrap_or_default();
+    let mut body = Vec::with_capacity(4096);
+    if serde_json::to_writer(&mut body, v).is_err() {
+        body.clear();
+    }
     (
         code,
         [(axum::http::header::CONTENT_TYPE, "application/json")],

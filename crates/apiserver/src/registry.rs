@@ -155,12 +155,9 @@ impl Registry {
     }
 
     fn encode(obj: &Value) -> ApiResult<Bytes> {
-        let mut o = obj.clone();
-        if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("resourceVersion");
-        }
-        serde_json::to_vec(&o)
-            .map(Bytes::from)
+        let mut buf = Vec::with_capacity(4096);
+        serde_json::to_writer(&mut buf, &object::Stored(obj))
+            .map(|()| Bytes::from(buf))
             .map_err(|e| ApiError::internal(e.to_string()))
     }
 
@@ -478,19 +475,34 @@ impl Registry {
         }
         let mut new = match sub {
             Some(Subresource::Status) => {
-                let mut n = old.clone();
-                match obj.get("status") {
-                    Some(s) => n["status"] = s.clone(),
-                    None => {
+                let mut n = match (old.as_object(), obj.get_mut("status")) {
+                    // The old object with the new status, the old status not copied.
+                    (Some(o), Some(status)) => {
+                        let mut m = serde_json::Map::with_capacity(o.len() + 1);
+                        for (k, v) in o {
+                            if k == "status" {
+                                m.insert(k.clone(), status.take());
+                            } else {
+                                m.insert(k.clone(), v.clone());
+                            }
+                        }
+                        if !m.contains_key("status") {
+                            m.insert("status".into(), status.take());
+                        }
+                        Value::Object(m)
+                    }
+                    _ => {
+                        let mut n = old.clone();
                         if let Some(m) = n.as_object_mut() {
                             m.remove("status");
                         }
+                        n
                     }
-                }
+                };
                 // As upstream's ResetObjectMetaForStatus: metadata stays the old
                 // one except managedFields, which record this status write.
-                if let Some(mf) = obj.pointer("/metadata/managedFields") {
-                    meta_mut(&mut n).insert("managedFields".into(), mf.clone());
+                if let Some(mf) = obj.pointer_mut("/metadata/managedFields") {
+                    meta_mut(&mut n).insert("managedFields".into(), mf.take());
                 }
                 n
             }
@@ -500,7 +512,11 @@ impl Registry {
             }
         };
         {
-            let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
+            let empty = serde_json::Map::new();
+            let old_meta = old
+                .get("metadata")
+                .and_then(Value::as_object)
+                .unwrap_or(&empty);
             let m = meta_mut(&mut new);
             for k in [
                 "name",

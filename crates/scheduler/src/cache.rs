@@ -377,11 +377,16 @@ impl Cache {
             total: 0,
         };
         for p in self.pods.values() {
+            // The label selector first: it rejects most pods without hashing the
+            // node and namespace names.
+            if !key.selector.matches(&p.info.labels) {
+                continue;
+            }
             let Some(&i) = self.node_idx.get(&p.info.node_name) else {
                 continue;
             };
             let ns_labels = self.namespaces.get(&p.info.namespace);
-            if key.matches_pod(&p.info.namespace, &p.info.labels, ns_labels) {
+            if key.namespaces.contains(&p.info.namespace, ns_labels) {
                 if let Some(v) = self.nodes[i].labels.get(&key.topology_key) {
                     c.total += 1;
                     bump(&mut c.by_domain, v, 1);

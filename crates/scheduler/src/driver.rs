@@ -21,6 +21,7 @@ use crate::fit_error::{FitError, Preemption};
 use crate::info::{pod_key, NodeInfo, PodInfo};
 use crate::preemption::Candidate;
 use crate::queue::SchedulingQueue;
+use crate::slim::{convert_event, WatchedNode, WatchedPod};
 
 /// Scheduler settings.
 #[derive(Debug, Clone)]
@@ -87,14 +88,20 @@ enum BindFailure {
 pub async fn run(config: SchedulerConfig, client: Client) -> Result<(), SchedulerError> {
     let (tx, mut rx) = mpsc::channel::<Msg>(4096);
     spawn_watch(
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+        watcher(
+            Api::<WatchedNode>::all(client.clone()),
+            watcher::Config::default(),
+        ),
         tx.clone(),
-        |e| Msg::Node(Box::new(e)),
+        |e| Msg::Node(Box::new(convert_event(e))),
     );
     spawn_watch(
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
+        watcher(
+            Api::<WatchedPod>::all(client.clone()),
+            watcher::Config::default(),
+        ),
         tx.clone(),
-        |e| Msg::Pod(Box::new(e)),
+        |e| Msg::Pod(Box::new(convert_event(e))),
     );
     spawn_watch(
         watcher(
@@ -458,7 +465,6 @@ impl Reporter {
     async fn bind(&self, pod: &Pod, node: &str) -> Result<(), BindFailure> {
         let permit = self.sem.acquire().await.map_err(|_| BindFailure::Retry)?;
         let (ns, name) = ns_and_name(pod);
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let mut meta = json!({"name": name, "namespace": ns});
         if let Some(uid) = &pod.metadata.uid {
             meta["uid"] = json!(uid);
@@ -469,9 +475,8 @@ impl Reporter {
             "metadata": meta,
             "target": {"apiVersion": "v1", "kind": "Node", "name": node},
         });
-        let res: Result<serde_json::Value, kube::Error> = api
-            .create_subresource("binding", &name, &PostParams::default(), &binding)
-            .await;
+        let res =
+            post_ignoring_body::<Pod, _>(&self.client, &ns, &name, Some("binding"), &binding).await;
         match res {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
@@ -624,11 +629,37 @@ impl Reporter {
                 return;
             }
         };
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
-        if let Err(e) = api.create(&PostParams::default(), &ev).await {
+        if let Err(e) = post_ignoring_body::<Event, _>(&self.client, &ns, "", None, &ev).await {
             tracing::warn!(error = %e, "scheduler: event not recorded");
         }
     }
+}
+
+/// POST `body` to a namespaced collection of `K` (`sub` unset) or to the `sub`
+/// subresource of object `name`, with the semantics of `Api::create` /
+/// `Api::create_subresource` (an API error status is `kube::Error::Api`) but
+/// without decoding the object the server returns: the scheduler only needs to
+/// know whether the write succeeded.
+async fn post_ignoring_body<K, B>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    sub: Option<&str>,
+    body: &B,
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource<DynamicType = ()>,
+    B: serde::Serialize,
+{
+    let data = serde_json::to_vec(body).map_err(kube::Error::SerdeError)?;
+    let req = kube::core::Request::new(K::url_path(&(), Some(ns)));
+    let pp = PostParams::default();
+    let req = match sub {
+        Some(sub) => req.create_subresource(sub, name, &pp, data),
+        None => req.create(&pp, data),
+    }
+    .map_err(kube::Error::BuildRequest)?;
+    client.request_text(req).await.map(drop)
 }
 
 /// The strategic merge patch adding upstream's DisruptionTarget condition to a

@@ -23,6 +23,7 @@ pub mod queue;
 pub mod resources;
 pub mod schedule;
 pub mod selector;
+pub mod slim;
 
 #[cfg(test)]
 mod tests;

@@ -352,6 +352,9 @@ pub(crate) fn filter(pre: &PreState<'_>, pod: &PodInfo, n: &NodeInfo) -> Option<
         }
     }
     for c in &pre.anti_required {
+        if c.by_domain.is_empty() {
+            continue;
+        }
         if let Some(v) = n.labels.get(&c.key.topology_key) {
             if c.by_domain.get(v).copied().unwrap_or(0) > 0 {
                 return Some(Failure::AntiAffinity);
@@ -359,6 +362,9 @@ pub(crate) fn filter(pre: &PreState<'_>, pod: &PodInfo, n: &NodeInfo) -> Option<
         }
     }
     for (key, domains) in &pre.existing_anti {
+        if domains.is_empty() {
+            continue;
+        }
         if let Some(v) = n.labels.get(*key) {
             if domains.get(v).copied().unwrap_or(0) > 0 {
                 return Some(Failure::ExistingAntiAffinity);
