@@ -35,15 +35,19 @@ use crate::{
 mod codec;
 mod mvcc;
 mod snapshot;
+mod value;
 mod wal;
 mod watch;
 mod writer;
 
 #[cfg(test)]
+mod compress_tests;
+#[cfg(test)]
 mod tests;
 
 use codec::WalOp;
 use mvcc::State;
+use value::{Dictionaries, StoredValue};
 use wal::WalFile;
 use writer::{Op, Request, Shared, Writer};
 
@@ -78,6 +82,12 @@ pub struct EmbeddedOptions {
     /// next group, as long as they keep arriving. Trades a little latency for
     /// fewer fsyncs. Zero disables. Default 300 µs.
     pub group_commit_linger: Duration,
+    /// Values are kept zstd-compressed in memory; keys sharing their first
+    /// this many `/`-separated segments share a compression dictionary built
+    /// from their first few values (3 fits the API server's
+    /// `/registry/<group>/<resource>/...` keys: one per resource). 0 compresses
+    /// every value on its own. Default 3.
+    pub value_dictionary_depth: usize,
 }
 
 impl Default for EmbeddedOptions {
@@ -91,6 +101,7 @@ impl Default for EmbeddedOptions {
             max_batch_ops: 4096,
             max_batch_bytes: 8 << 20,
             group_commit_linger: Duration::from_micros(300),
+            value_dictionary_depth: 3,
         }
     }
 }
@@ -123,9 +134,10 @@ impl EmbeddedStore {
         std::fs::create_dir_all(dir)?;
         remove_temp_files(dir)?;
 
+        let dicts = Dictionaries::new(options.value_dictionary_depth);
         let mut state = State::new(options.watch_history_events);
         if let Some((_, path)) = snapshot::list_snapshots(dir)?.pop() {
-            snapshot::load_snapshot(&path, &mut state)?;
+            snapshot::load_snapshot(&path, &mut state, &dicts)?;
         }
         state.rebuild_compact_queue();
 
@@ -134,7 +146,8 @@ impl EmbeddedStore {
         let mut last_len = 0u64;
         for (i, (_, path)) in segments.iter().enumerate() {
             let is_last = i + 1 == segments.len();
-            last_len = wal::replay_segment(path, is_last, |ops| replay_ops(&mut state, ops))?;
+            last_len =
+                wal::replay_segment(path, is_last, |ops| replay_ops(&mut state, ops, &dicts))?;
             wal_bytes += last_len;
         }
         let wal = match segments.last() {
@@ -149,6 +162,7 @@ impl EmbeddedStore {
             state: RwLock::new(state),
             events,
             syncs: AtomicU64::new(0),
+            dicts,
         });
         let (tx, rx) = mpsc::channel();
         let writer = Writer::new(
@@ -226,7 +240,7 @@ impl Drop for EmbeddedStore {
 }
 
 /// Applies logged operations during recovery; revisions must continue densely.
-fn replay_ops(state: &mut State, ops: Vec<WalOp>) -> Result<()> {
+fn replay_ops(state: &mut State, ops: Vec<WalOp>, dicts: &Dictionaries) -> Result<()> {
     for op in ops {
         match op {
             WalOp::Put {
@@ -236,7 +250,7 @@ fn replay_ops(state: &mut State, ops: Vec<WalOp>) -> Result<()> {
                 value,
             } => {
                 if check_next(state, revision)? {
-                    state.apply_put(&key, value, create_revision, revision);
+                    state.apply_put(&key, dicts.encode(&key, &value), create_revision, revision);
                 }
             }
             WalOp::Delete { revision, key } => {
@@ -286,7 +300,9 @@ fn remove_temp_files(dir: &Path) -> Result<()> {
 #[async_trait::async_trait]
 impl Store for EmbeddedStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        Ok(self.shared.state.read().get(key))
+        // Decompress after releasing the lock.
+        let stored = self.shared.state.read().get_stored(key);
+        stored.map(mvcc::StoredKv::into_kv).transpose()
     }
 
     async fn range(
@@ -296,17 +312,30 @@ impl Store for EmbeddedStore {
         revision: Revision,
         limit: usize,
     ) -> Result<RangeResult> {
-        self.shared.state.read().range(start, end, revision, limit)
+        let stored = self
+            .shared
+            .state
+            .read()
+            .range_stored(start, end, revision, limit)?;
+        stored.into_result()
     }
 
     async fn put(&self, key: &str, value: Bytes, pre: Precondition) -> Result<KeyValue> {
-        // The index keeps the value for as long as the key lives: hold an
+        // The index keeps the value for as long as the key lives: compress it
+        // here (on the caller's thread, not the writer's), or else hold an
         // exact-size copy, not the caller's buffer (a `Vec` grown by doubling,
         // or a slice of a larger request body, would keep up to twice the
-        // value's size, or the whole body, alive).
+        // value's size, or the whole body, alive). Watch events get the raw
+        // value, exact-size too.
+        let stored = self.shared.dicts.encode(key, &value);
+        let value = match &stored {
+            StoredValue::Raw(raw) => raw.clone(),
+            _ => Bytes::copy_from_slice(&value),
+        };
         let op = Op::Put {
             key: key.to_owned(),
-            value: Bytes::copy_from_slice(&value),
+            value,
+            stored,
             pre,
         };
         self.submit(op).await?.ok_or(StoreError::Closed)

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::value::StoredValue;
 use crate::{Event, EventType, KeyValue, RangeResult, Revision, StoreError};
 
 /// The events of one committed batch, in revision order (dense revisions).
@@ -18,16 +19,68 @@ pub(crate) type Batch = Arc<[Event]>;
 pub(crate) struct Version {
     pub(crate) mod_revision: Revision,
     pub(crate) create_revision: Revision,
-    pub(crate) value: Option<Bytes>,
+    pub(crate) value: Option<StoredValue>,
 }
 
 impl Version {
-    fn to_kv(&self, key: &str) -> Option<KeyValue> {
-        self.value.as_ref().map(|value| KeyValue {
+    /// The version as a key-value still holding the stored (maybe compressed)
+    /// value; `None` for a tombstone.
+    fn to_stored(&self, key: &str) -> Option<StoredKv> {
+        self.value.as_ref().map(|value| StoredKv {
             key: key.to_owned(),
             value: value.clone(),
             create_revision: self.create_revision,
             mod_revision: self.mod_revision,
+        })
+    }
+
+    /// The version as a key-value with its value decompressed; `Ok(None)` for
+    /// a tombstone.
+    fn to_kv(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        self.to_stored(key).map(StoredKv::into_kv).transpose()
+    }
+}
+
+/// A key-value as the index holds it: read under the lock, decompressed after.
+#[derive(Clone, Debug)]
+pub(crate) struct StoredKv {
+    pub(crate) key: String,
+    pub(crate) value: StoredValue,
+    pub(crate) create_revision: Revision,
+    pub(crate) mod_revision: Revision,
+}
+
+impl StoredKv {
+    /// The key-value with its value as written.
+    pub(crate) fn into_kv(self) -> Result<KeyValue, StoreError> {
+        Ok(KeyValue {
+            value: self.value.to_bytes()?,
+            key: self.key,
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+        })
+    }
+}
+
+/// A range read as the index holds it (see [`StoredKv`]).
+#[derive(Debug, Default)]
+pub(crate) struct StoredRange {
+    pub(crate) kvs: Vec<StoredKv>,
+    pub(crate) revision: Revision,
+    pub(crate) more: bool,
+}
+
+impl StoredRange {
+    /// Decompresses every value.
+    pub(crate) fn into_result(self) -> Result<RangeResult, StoreError> {
+        Ok(RangeResult {
+            kvs: self
+                .kvs
+                .into_iter()
+                .map(StoredKv::into_kv)
+                .collect::<Result<_, _>>()?,
+            revision: self.revision,
+            more: self.more,
         })
     }
 }
@@ -124,12 +177,18 @@ impl State {
         }
     }
 
-    /// The live value of `key` at the latest revision.
-    pub(crate) fn get(&self, key: &str) -> Option<KeyValue> {
-        self.index.get(key)?.latest()?.to_kv(key)
+    /// The live value of `key` at the latest revision, as stored.
+    pub(crate) fn get_stored(&self, key: &str) -> Option<StoredKv> {
+        self.index.get(key)?.latest()?.to_stored(key)
     }
 
-    /// Keys in `[start, end)` as of `revision` (0 = latest).
+    /// The live value of `key` at the latest revision, decompressed.
+    pub(crate) fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        self.get_stored(key).map(StoredKv::into_kv).transpose()
+    }
+
+    /// Keys in `[start, end)` as of `revision` (0 = latest), decompressed.
+    #[cfg(test)]
     pub(crate) fn range(
         &self,
         start: &str,
@@ -137,6 +196,19 @@ impl State {
         revision: Revision,
         limit: usize,
     ) -> Result<RangeResult, StoreError> {
+        self.range_stored(start, end, revision, limit)?
+            .into_result()
+    }
+
+    /// Keys in `[start, end)` as of `revision` (0 = latest), as stored (the
+    /// caller decompresses after releasing the lock).
+    pub(crate) fn range_stored(
+        &self,
+        start: &str,
+        end: &str,
+        revision: Revision,
+        limit: usize,
+    ) -> Result<StoredRange, StoreError> {
         let at = if revision <= 0 {
             self.revision
         } else {
@@ -154,7 +226,7 @@ impl State {
                 compacted: self.compacted,
             });
         }
-        let mut result = RangeResult {
+        let mut result = StoredRange {
             kvs: Vec::new(),
             revision: at,
             more: false,
@@ -164,7 +236,7 @@ impl State {
         }
         let bounds: (Bound<&str>, Bound<&str>) = (Bound::Included(start), Bound::Excluded(end));
         for (key, versions) in self.index.range::<str, _>(bounds) {
-            let Some(kv) = versions.at(at).and_then(|v| v.to_kv(key)) else {
+            let Some(kv) = versions.at(at).and_then(|v| v.to_stored(key)) else {
                 continue;
             };
             if limit > 0 && result.kvs.len() == limit {
@@ -180,7 +252,7 @@ impl State {
     pub(crate) fn apply_put(
         &mut self,
         key: &str,
-        value: Bytes,
+        value: StoredValue,
         create_revision: Revision,
         revision: Revision,
     ) {
@@ -228,13 +300,22 @@ impl State {
         self.compact_queue.push_back((revision, arc));
     }
 
-    /// Applies a committed batch and records it for watch replay.
-    pub(crate) fn apply_batch(&mut self, batch: &Batch) {
+    /// Applies a committed batch and records it for watch replay. `stored`
+    /// holds the index's form of each put's value, in order (a put without
+    /// one is stored from the event's value).
+    pub(crate) fn apply_batch(
+        &mut self,
+        batch: &Batch,
+        stored: impl IntoIterator<Item = StoredValue>,
+    ) {
+        let mut stored = stored.into_iter();
         for event in batch.iter() {
             match event.event_type {
                 EventType::Put => self.apply_put(
                     &event.kv.key,
-                    event.kv.value.clone(),
+                    stored
+                        .next()
+                        .unwrap_or_else(|| StoredValue::from_bytes(event.kv.value.clone())),
                     event.kv.create_revision,
                     event.kv.mod_revision,
                 ),
@@ -309,9 +390,13 @@ impl State {
     /// batches in revision order. Served from the recent-history ring when it
     /// reaches back far enough, else rebuilt from the multi-version index.
     /// The caller has checked `after >= self.compacted`.
-    pub(crate) fn events_after(&self, prefix: &str, after: Revision) -> Vec<Batch> {
+    pub(crate) fn events_after(
+        &self,
+        prefix: &str,
+        after: Revision,
+    ) -> Result<Vec<Batch>, StoreError> {
         if after >= self.revision {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let covered = self
             .history
@@ -322,18 +407,18 @@ impl State {
             let start = self
                 .history
                 .partition_point(|b| b.last().is_some_and(|e| e.kv.mod_revision <= after));
-            return self.history.range(start..).cloned().collect();
+            return Ok(self.history.range(start..).cloned().collect());
         }
-        let events = self.scan_events(prefix, after);
+        let events = self.scan_events(prefix, after)?;
         if events.is_empty() {
-            Vec::new()
+            Ok(Vec::new())
         } else {
-            vec![Arc::from(events)]
+            Ok(vec![Arc::from(events)])
         }
     }
 
     /// Reconstructs events after `after` from the stored versions.
-    fn scan_events(&self, prefix: &str, after: Revision) -> Vec<Event> {
+    fn scan_events(&self, prefix: &str, after: Revision) -> Result<Vec<Event>, StoreError> {
         let mut events = Vec::new();
         let bounds: (Bound<&str>, Bound<&str>) = (Bound::Included(prefix), Bound::Unbounded);
         for (key, versions) in self.index.range::<str, _>(bounds) {
@@ -343,12 +428,12 @@ impl State {
             let vs = versions.as_slice();
             let first = vs.partition_point(|v| v.mod_revision <= after);
             for i in first..vs.len() {
-                let prev = i
-                    .checked_sub(1)
-                    .and_then(|p| vs.get(p))
-                    .and_then(|p| p.to_kv(key));
+                let prev = match i.checked_sub(1).and_then(|p| vs.get(p)) {
+                    Some(p) => p.to_kv(key)?,
+                    None => None,
+                };
                 let v = &vs[i];
-                let event = match v.to_kv(key) {
+                let event = match v.to_kv(key)? {
                     Some(kv) => Event {
                         event_type: EventType::Put,
                         kv,
@@ -376,7 +461,7 @@ impl State {
             }
         }
         events.sort_by_key(|e| e.kv.mod_revision);
-        events
+        Ok(events)
     }
 
     /// A copy of every key's versions (values are shared), for a snapshot.
@@ -406,8 +491,12 @@ mod tests {
         Version {
             mod_revision: rev,
             create_revision: create,
-            value: value.map(|s| Bytes::from_static(s.as_bytes())),
+            value: value.map(|s| StoredValue::Raw(Bytes::from_static(s.as_bytes()))),
         }
+    }
+
+    fn raw(v: &'static [u8]) -> StoredValue {
+        StoredValue::Raw(Bytes::from_static(v))
     }
 
     #[test]
@@ -447,9 +536,9 @@ mod tests {
     #[test]
     fn compaction_only_touches_queued_keys_and_bounds_queue() {
         let mut s = State::new(100);
-        s.apply_put("a", Bytes::from_static(b"1"), 1, 1);
-        s.apply_put("b", Bytes::from_static(b"1"), 2, 2);
-        s.apply_put("a", Bytes::from_static(b"2"), 1, 3);
+        s.apply_put("a", raw(b"1"), 1, 1);
+        s.apply_put("b", raw(b"1"), 2, 2);
+        s.apply_put("a", raw(b"2"), 1, 3);
         s.apply_delete("b", 4);
         assert_eq!(s.compact_queue_len(), 2);
         s.compact(4);
@@ -457,7 +546,7 @@ mod tests {
         assert!(!s.index.contains_key("b"));
         assert_eq!(s.index.get("a").map(|v| v.as_slice().len()), Some(1));
         assert_eq!(
-            s.get("a").map(|kv| kv.value),
+            s.get("a").unwrap().map(|kv| kv.value),
             Some(Bytes::from_static(b"2"))
         );
     }
@@ -465,10 +554,10 @@ mod tests {
     #[test]
     fn scan_events_rebuilds_deletes_with_previous_value() {
         let mut s = State::new(0);
-        s.apply_put("/p/a", Bytes::from_static(b"1"), 1, 1);
-        s.apply_put("/q/x", Bytes::from_static(b"x"), 2, 2);
+        s.apply_put("/p/a", raw(b"1"), 1, 1);
+        s.apply_put("/q/x", raw(b"x"), 2, 2);
         s.apply_delete("/p/a", 3);
-        let events = s.scan_events("/p/", 0);
+        let events = s.scan_events("/p/", 0).unwrap();
         assert_eq!(events.len(), 2);
         assert_eq!(events[1].event_type, EventType::Delete);
         assert_eq!(events[1].kv.mod_revision, 3);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::codec::{frame_crc, parse_header, push_frame, PutExt, Reader, FRAME_HEADER, MAX_FRAME};
 use super::mvcc::{State, Version, Versions};
+use super::value::Dictionaries;
 use super::wal::sync_dir;
 use crate::{Result, Revision, StoreError};
 
@@ -83,8 +84,13 @@ pub(crate) fn write_snapshot(
             payload.put_i64(v.create_revision);
             match &v.value {
                 Some(value) => {
+                    // Snapshots hold raw values (the format predates
+                    // in-memory compression).
+                    let raw = value
+                        .to_bytes()
+                        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
                     payload.put_u8(1);
-                    payload.put_blob(value)?;
+                    payload.put_blob(&raw)?;
                 }
                 None => payload.put_u8(0),
             }
@@ -124,7 +130,7 @@ fn read_frame(reader: &mut impl Read, path: &Path, buf: &mut Vec<u8>) -> Result<
 }
 
 /// Loads the snapshot at `path` into an empty `state`.
-pub(crate) fn load_snapshot(path: &Path, state: &mut State) -> Result<()> {
+pub(crate) fn load_snapshot(path: &Path, state: &mut State, dicts: &Dictionaries) -> Result<()> {
     let file = File::open(path)?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut magic = [0u8; 8];
@@ -144,7 +150,7 @@ pub(crate) fn load_snapshot(path: &Path, state: &mut State) -> Result<()> {
     }
     for _ in 0..count {
         read_frame(&mut reader, path, &mut buf)?;
-        let (key, versions) = decode_key(&buf).map_err(|e| corrupt(path, e))?;
+        let (key, versions) = decode_key(&buf, dicts).map_err(|e| corrupt(path, e))?;
         state.load_key(&key, versions);
     }
     let mut rest = [0u8; 1];
@@ -156,7 +162,10 @@ pub(crate) fn load_snapshot(path: &Path, state: &mut State) -> Result<()> {
     Ok(())
 }
 
-fn decode_key(buf: &[u8]) -> Result<(String, Versions), super::codec::DecodeError> {
+fn decode_key(
+    buf: &[u8],
+    dicts: &Dictionaries,
+) -> Result<(String, Versions), super::codec::DecodeError> {
     use super::codec::DecodeError;
     let mut r = Reader::new(buf);
     let key = r.string()?;
@@ -167,7 +176,7 @@ fn decode_key(buf: &[u8]) -> Result<(String, Versions), super::codec::DecodeErro
         let create_revision = r.i64()?;
         let value = match r.u8()? {
             0 => None,
-            1 => Some(r.bytes()?),
+            1 => Some(dicts.encode(&key, r.blob()?)),
             _ => return Err(DecodeError::Invalid("version tag")),
         };
         vs.push(Version {
@@ -195,15 +204,17 @@ fn decode_key(buf: &[u8]) -> Result<(String, Versions), super::codec::DecodeErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::embedded::value::StoredValue;
     use bytes::Bytes;
 
     #[test]
     fn snapshot_round_trips_versions() {
         let dir = tempfile::tempdir().unwrap();
         let mut state = State::new(0);
-        state.apply_put("a", Bytes::from_static(b"1"), 1, 1);
-        state.apply_put("b", Bytes::from_static(b"2"), 2, 2);
-        state.apply_put("a", Bytes::from_static(b"3"), 1, 3);
+        let raw = |v: &'static [u8]| StoredValue::Raw(Bytes::from_static(v));
+        state.apply_put("a", raw(b"1"), 1, 1);
+        state.apply_put("b", raw(b"2"), 2, 2);
+        state.apply_put("a", raw(b"3"), 1, 3);
         state.apply_delete("b", 4);
         let entries = state.snapshot_entries();
         let path = write_snapshot(dir.path(), 4, 1, &entries).unwrap();
@@ -213,11 +224,14 @@ mod tests {
         );
 
         let mut loaded = State::new(0);
-        load_snapshot(&path, &mut loaded).unwrap();
+        load_snapshot(&path, &mut loaded, &Dictionaries::new(3)).unwrap();
         assert_eq!(loaded.revision, 4);
         assert_eq!(loaded.compacted, 1);
-        assert_eq!(loaded.get("a").unwrap().value, Bytes::from_static(b"3"));
-        assert!(loaded.get("b").is_none());
+        assert_eq!(
+            loaded.get("a").unwrap().unwrap().value,
+            Bytes::from_static(b"3")
+        );
+        assert!(loaded.get("b").unwrap().is_none());
         let old = loaded.range("a", "z", 2, 0).unwrap();
         assert_eq!(old.kvs.len(), 2);
         assert_eq!(old.kvs[0].value, Bytes::from_static(b"1"));
@@ -227,7 +241,7 @@ mod tests {
     fn damaged_snapshot_is_corrupt() {
         let dir = tempfile::tempdir().unwrap();
         let mut state = State::new(0);
-        state.apply_put("a", Bytes::from_static(b"value"), 1, 1);
+        state.apply_put("a", StoredValue::Raw(Bytes::from_static(b"value")), 1, 1);
         let path = write_snapshot(dir.path(), 1, 0, &state.snapshot_entries()).unwrap();
         let mut raw = std::fs::read(&path).unwrap();
         let last = raw.len() - 1;
@@ -235,7 +249,7 @@ mod tests {
         std::fs::write(&path, &raw).unwrap();
         let mut loaded = State::new(0);
         assert!(matches!(
-            load_snapshot(&path, &mut loaded),
+            load_snapshot(&path, &mut loaded, &Dictionaries::new(3)),
             Err(StoreError::Corrupt(_))
         ));
     }

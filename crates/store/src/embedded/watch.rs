@@ -22,7 +22,7 @@ pub(crate) fn open(shared: &Shared, prefix: &str, after: Revision) -> Result<Wat
             compacted: state.compacted,
         });
     }
-    let pending: VecDeque<Batch> = state.events_after(prefix, after).into();
+    let pending: VecDeque<Batch> = state.events_after(prefix, after)?.into();
     drop(state);
     let cursor = Cursor {
         prefix: prefix.to_owned(),

@@ -22,6 +22,7 @@ use tokio::sync::{broadcast, oneshot};
 use super::codec::{encode_batch_frame, WalOp};
 use super::mvcc::{Batch, State};
 use super::snapshot::{list_snapshots, write_snapshot};
+use super::value::{Dictionaries, StoredValue};
 use super::wal::{list_segments, sync_dir, WalFile};
 use super::EmbeddedOptions;
 use crate::{Event, EventType, KeyValue, Precondition, Result, Revision, StoreError};
@@ -36,13 +37,18 @@ pub(crate) struct Shared {
     pub(crate) compacted: AtomicI64,
     /// Number of WAL fsyncs done for group commits (a diagnostic).
     pub(crate) syncs: AtomicU64,
+    /// Compression dictionaries of the index's values.
+    pub(crate) dicts: Dictionaries,
 }
 
 /// A mutation requested by a caller.
 pub(crate) enum Op {
     Put {
         key: String,
+        /// The value as written (logged and sent to watchers).
         value: Bytes,
+        /// The same value as the index keeps it (maybe compressed).
+        stored: StoredValue,
         pre: Precondition,
     },
     Delete {
@@ -165,6 +171,8 @@ impl Writer {
         let mut replies = Vec::with_capacity(requests.len());
         let mut events: Vec<Event> = Vec::with_capacity(requests.len());
         let mut ops: Vec<WalOp> = Vec::with_capacity(requests.len());
+        // The index's form of each accepted put's value, in event order.
+        let mut stored: Vec<StoredValue> = Vec::with_capacity(requests.len());
         let mut compact_to: Option<Revision> = None;
         {
             let state = self.shared.state.read();
@@ -175,7 +183,8 @@ impl Writer {
                 compacted: state.compacted,
             };
             for (op, reply) in requests {
-                let result = pending.validate(op, &mut events, &mut ops, &mut compact_to);
+                let result =
+                    pending.validate(op, &mut events, &mut ops, &mut stored, &mut compact_to);
                 replies.push((reply, result));
             }
             if let Some(target) = self.auto_compact_target(pending.next - 1, pending.compacted) {
@@ -203,7 +212,7 @@ impl Writer {
         let batch: Batch = Arc::from(events);
         {
             let mut state = self.shared.state.write();
-            state.apply_batch(&batch);
+            state.apply_batch(&batch, stored);
             if let Some(target) = compact_to {
                 state.compact(target);
             }
@@ -330,9 +339,9 @@ struct Pending<'a> {
 }
 
 impl Pending<'_> {
-    fn current(&self, key: &str) -> Option<KeyValue> {
+    fn current(&self, key: &str) -> Result<Option<KeyValue>> {
         match self.overlay.get(key) {
-            Some(kv) => kv.clone(),
+            Some(kv) => Ok(kv.clone()),
             None => self.state.get(key),
         }
     }
@@ -342,11 +351,17 @@ impl Pending<'_> {
         op: Op,
         events: &mut Vec<Event>,
         ops: &mut Vec<WalOp>,
+        stored: &mut Vec<StoredValue>,
         compact_to: &mut Option<Revision>,
     ) -> Reply {
         match op {
-            Op::Put { key, value, pre } => {
-                let current = self.current(&key);
+            Op::Put {
+                key,
+                value,
+                stored: stored_value,
+                pre,
+            } => {
+                let current = self.current(&key)?;
                 match pre {
                     Precondition::MustNotExist if current.is_some() => {
                         return Err(StoreError::AlreadyExists)
@@ -373,6 +388,7 @@ impl Pending<'_> {
                     value: kv.value.clone(),
                 });
                 self.overlay.insert(kv.key.clone(), Some(kv.clone()));
+                stored.push(stored_value);
                 events.push(Event {
                     event_type: EventType::Put,
                     kv: kv.clone(),
@@ -381,7 +397,7 @@ impl Pending<'_> {
                 Ok(Some(kv))
             }
             Op::Delete { key, pre } => {
-                let Some(current) = self.current(&key) else {
+                let Some(current) = self.current(&key)? else {
                     return Err(StoreError::NotFound);
                 };
                 match pre {
