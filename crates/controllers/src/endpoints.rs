@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{future, stream, TryStreamExt};
+use futures::{future, stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Node, ObjectReference, Pod, Service,
 };
@@ -35,6 +35,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
+use crate::podcache::{PodCache, PodChanges};
 use crate::util::{self, SyncError};
 
 /// Label naming the Service of an EndpointSlice.
@@ -51,10 +52,19 @@ struct Ctx {
     pods: Store<Pod>,
 }
 
-/// Run the controller until the process ends.
+/// Run the controller until the process ends (with a pod cache of its own).
 pub async fn run(client: Client) {
+    let mut pods = PodCache::new();
+    let changes = pods.subscribe();
+    let store = pods.store();
+    tokio::spawn(pods.run(client.clone()));
+    run_with_pods(client, store, changes).await;
+}
+
+/// Run the controller until the process ends, reading pods from a shared
+/// [`PodCache`]'s `store` and woken by its `changes`.
+pub async fn run_with_pods(client: Client, pod_store: Store<Pod>, changes: PodChanges) {
     let (svc_store, svc_writer) = reflector::store::<Service>();
-    let (pod_store, pod_writer) = reflector::store::<Pod>();
     let svc_triggers = reflector::reflector(
         svc_writer,
         watcher(
@@ -68,13 +78,7 @@ pub async fn run(client: Client) {
     // A pod change concerns every selecting service of its namespace (also the
     // ones it stopped matching, hence no selector filter here).
     let lookup = svc_store.clone();
-    let pod_triggers = reflector::reflector(
-        pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects()
-    .map_ok(move |pod| {
+    let pod_triggers = changes.flat_map(move |pod| {
         let ns = pod.namespace().unwrap_or_default();
         let refs: Vec<ObjectRef<Service>> = lookup
             .state()
@@ -88,9 +92,8 @@ pub async fn run(client: Client) {
             })
             .map(|s| ObjectRef::from_obj(s.as_ref()))
             .collect();
-        stream::iter(refs.into_iter().map(Ok))
-    })
-    .try_flatten();
+        stream::iter(refs.into_iter().map(Ok::<_, watcher::Error>))
+    });
     // Someone editing or deleting our slices: put them back.
     let slice_triggers = watcher(
         Api::<EndpointSlice>::all(client.clone()),
@@ -132,6 +135,10 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, SyncError
     let external = svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName");
     if !selects || external {
         // Endpoints of selector-less services are the user's.
+        return Ok(action);
+    }
+    // Before the first pod list is in, the cache would say "no endpoints".
+    if ctx.pods.wait_until_ready().await.is_err() {
         return Ok(action);
     }
     let pods: Vec<Arc<Pod>> = ctx

@@ -17,6 +17,9 @@
 //! - [`disruption`]: PodDisruptionBudget status.
 //! - [`podgc`]: deletes terminated pods beyond a threshold and orphaned pods.
 //! - [`resourcequota`]: ResourceQuota `status.hard` and `status.used`.
+//!
+//! The ReplicaSet, Endpoints and node lifecycle controllers share one pod
+//! watch and cache ([`podcache`]).
 
 pub mod cronjob;
 pub mod cronschedule;
@@ -30,6 +33,7 @@ pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod podcache;
 pub mod podgc;
 pub mod replicaset;
 pub mod resourcequota;
@@ -58,16 +62,35 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, Error> 
 
 /// Start every controller; they run until the process ends.
 pub fn spawn_all(client: kube::Client) {
+    let cfg = ControllersConfig::default();
+    // Subscribed before the cache runs: nobody misses the initial list.
+    let mut pods = podcache::PodCache::new();
+    let (rs_pods, ep_pods) = (pods.subscribe(), pods.subscribe());
+    let store = pods.store();
     tokio::spawn(namespace::run(client.clone()));
-    tokio::spawn(replicaset::run(client.clone()));
+    tokio::spawn(replicaset::run_with_pods(
+        client.clone(),
+        store.clone(),
+        rs_pods,
+    ));
     tokio::spawn(deployment::run(client.clone()));
     tokio::spawn(gc::run(client.clone()));
     tokio::spawn(serviceaccount::run(client.clone()));
-    tokio::spawn(endpoints::run(client.clone()));
+    tokio::spawn(endpoints::run_with_pods(
+        client.clone(),
+        store.clone(),
+        ep_pods,
+    ));
     tokio::spawn(nodeipam::run(client.clone()));
     tokio::spawn(resourcequota::run(client.clone()));
     tokio::spawn(podgc::run(client.clone()));
-    spawn_batch_and_sets(client.clone(), &ControllersConfig::default());
+    tokio::spawn(nodelifecycle::run_with_pods(
+        client.clone(),
+        cfg.node_lifecycle.clone(),
+        store,
+    ));
+    spawn_batch_and_sets_but_node_lifecycle(client.clone(), &cfg);
+    tokio::spawn(pods.run(client));
 }
 
 /// Settings of the controllers that have any (everything else is fixed).
@@ -80,15 +103,20 @@ pub struct ControllersConfig {
 }
 
 /// Start the Job, CronJob, StatefulSet, DaemonSet, node lifecycle and
-/// PodDisruptionBudget controllers with `cfg` (`spawn_all` calls this with defaults).
+/// PodDisruptionBudget controllers with `cfg` (the node lifecycle controller
+/// with a pod cache of its own; `spawn_all` shares one instead).
 pub fn spawn_batch_and_sets(client: kube::Client, cfg: &ControllersConfig) {
-    tokio::spawn(job::run(client.clone(), cfg.job.clone()));
-    tokio::spawn(cronjob::run(client.clone()));
-    tokio::spawn(statefulset::run(client.clone()));
-    tokio::spawn(daemonset::run(client.clone()));
     tokio::spawn(nodelifecycle::run(
         client.clone(),
         cfg.node_lifecycle.clone(),
     ));
+    spawn_batch_and_sets_but_node_lifecycle(client, cfg);
+}
+
+fn spawn_batch_and_sets_but_node_lifecycle(client: kube::Client, cfg: &ControllersConfig) {
+    tokio::spawn(job::run(client.clone(), cfg.job.clone()));
+    tokio::spawn(cronjob::run(client.clone()));
+    tokio::spawn(statefulset::run(client.clone()));
+    tokio::spawn(daemonset::run(client.clone()));
     tokio::spawn(disruption::run(client));
 }

@@ -30,6 +30,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::events::{EventType, Recorder};
+use crate::podcache::PodCache;
 use crate::util::{self, SyncError};
 
 /// Taint for a node whose kubelet stopped reporting.
@@ -188,14 +189,21 @@ pub fn eviction_time(pod: &Pod, taints: &[Taint], now: i64) -> Option<i64> {
     when
 }
 
-/// Run the controller until the process ends.
+/// Run the controller until the process ends (with a pod cache of its own).
 pub async fn run(client: Client, cfg: NodeLifecycleConfig) {
+    let pods = PodCache::new();
+    let store = pods.store();
+    tokio::spawn(pods.run(client.clone()));
+    run_with_pods(client, cfg, store).await;
+}
+
+/// Run the controller until the process ends, reading pods from a shared
+/// [`PodCache`]'s `store`.
+pub async fn run_with_pods(client: Client, cfg: NodeLifecycleConfig, pods: Store<Pod>) {
     let (nodes, nw) = reflector::store::<Node>();
     let (leases, lw) = reflector::store::<Lease>();
-    let (pods, pw) = reflector::store::<Pod>();
     let node_api: Api<Node> = Api::all(client.clone());
     let lease_api: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
-    let pod_api: Api<Pod> = Api::all(client.clone());
     let drain = |s: futures::stream::BoxStream<'static, ()>| {
         tokio::spawn(s.for_each(|_| future::ready(())))
     };
@@ -207,12 +215,6 @@ pub async fn run(client: Client, cfg: NodeLifecycleConfig) {
     );
     drain(
         reflector::reflector(lw, watcher(lease_api, watcher::Config::default()))
-            .default_backoff()
-            .map(|_| ())
-            .boxed(),
-    );
-    drain(
-        reflector::reflector(pw, watcher(pod_api, watcher::Config::default()))
             .default_backoff()
             .map(|_| ())
             .boxed(),

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{future, stream, TryStreamExt};
+use futures::{future, stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -24,6 +24,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 
 use crate::events::{EventType, Recorder};
+use crate::podcache::{PodCache, PodChanges};
 use crate::util::{self, PodControl};
 
 /// How long an unmet expectation blocks resizing before it is given up.
@@ -113,24 +114,33 @@ struct Ctx {
     recorder: Recorder,
 }
 
-/// Run the controller until the process ends.
+/// Run the controller until the process ends (with a pod cache of its own).
 pub async fn run(client: Client) {
+    let mut pods = PodCache::new();
+    let changes = pods.subscribe();
+    let store = pods.store();
+    tokio::spawn(pods.run(client.clone()));
+    run_with_pods(client, store, changes).await;
+}
+
+/// Run the controller until the process ends, reading pods from a shared
+/// [`PodCache`]'s `store` and woken by its `changes`.
+pub async fn run_with_pods(client: Client, pod_store: Store<Pod>, changes: PodChanges) {
     let rs_api: Api<ReplicaSet> = Api::all(client.clone());
-    let pod_api: Api<Pod> = Api::all(client.clone());
     let (rs_store, rs_writer) = reflector::store::<ReplicaSet>();
-    let (pod_store, pod_writer) = reflector::store::<Pod>();
 
     let rs_triggers = reflector::reflector(rs_writer, watcher(rs_api, watcher::Config::default()))
         .default_backoff()
         .touched_objects()
         .map_ok(|rs| ObjectRef::from_obj(&rs));
     let rs_lookup = rs_store.clone();
-    let pod_triggers =
-        reflector::reflector(pod_writer, watcher(pod_api, watcher::Config::default()))
-            .default_backoff()
-            .touched_objects()
-            .map_ok(move |pod| stream::iter(owners_of(&rs_lookup, &pod).into_iter().map(Ok)))
-            .try_flatten();
+    let pod_triggers = changes.flat_map(move |pod| {
+        stream::iter(
+            owners_of(&rs_lookup, &pod)
+                .into_iter()
+                .map(Ok::<_, watcher::Error>),
+        )
+    });
     let queue = stream::select(rs_triggers, pod_triggers);
 
     let ctx = Arc::new(Ctx {
