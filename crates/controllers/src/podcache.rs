@@ -88,6 +88,16 @@ impl PodCache {
         PodChanges { rx }
     }
 
+    /// A cache of its own for one controller: subscribes once, starts the
+    /// watch through `client` and returns the reader and the changes.
+    pub fn spawn_private(client: Client) -> (Store<Pod>, PodChanges) {
+        let mut pods = PodCache::new();
+        let changes = pods.subscribe();
+        let store = pods.store();
+        tokio::spawn(pods.run(client));
+        (store, changes)
+    }
+
     /// Watch every pod through `client` until the process ends.
     pub async fn run(self, client: Client) {
         let events = watcher(Api::<Pod>::all(client), watcher::Config::default()).default_backoff();

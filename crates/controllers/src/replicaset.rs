@@ -116,10 +116,7 @@ struct Ctx {
 
 /// Run the controller until the process ends (with a pod cache of its own).
 pub async fn run(client: Client) {
-    let mut pods = PodCache::new();
-    let changes = pods.subscribe();
-    let store = pods.store();
-    tokio::spawn(pods.run(client.clone()));
+    let (store, changes) = PodCache::spawn_private(client.clone());
     run_with_pods(client, store, changes).await;
 }
 
