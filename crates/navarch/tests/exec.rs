@@ -12,15 +12,20 @@ use common::{Cluster, TEST_IMAGE};
 const WEB: &str =
     "mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 80 -h /www";
 
+/// Wait (30 s at most) for `pod` to be Running.
+fn wait_running(c: &Cluster, pod: &str) {
+    c.wait_for(
+        &["get", "pod", pod, "-o", "jsonpath={.status.phase}"],
+        Duration::from_secs(30),
+        |s| s == "Running",
+    );
+}
+
 fn start_web_pod(c: &Cluster) {
     c.apply(&format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  labels:\n    app: web\nspec:\n  containers:\n  - name: app\n    image: {TEST_IMAGE}\n    command: [\"sh\", \"-c\", {WEB:?}]\n    ports:\n    - containerPort: 80\n"
     ));
-    c.wait_for(
-        &["get", "pod", "web", "-o", "jsonpath={.status.phase}"],
-        Duration::from_secs(30),
-        |s| s == "Running",
-    );
+    wait_running(c, "web");
 }
 
 fn free_port() -> u16 {
@@ -156,11 +161,7 @@ fn exec_attach_cp_and_port_forward() {
         "-c",
         "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done",
     ]);
-    c.wait_for(
-        &["get", "pod", "talker", "-o", "jsonpath={.status.phase}"],
-        Duration::from_secs(30),
-        |s| s == "Running",
-    );
+    wait_running(&c, "talker");
     let mut attach = c
         .kubectl_cmd()
         .args(["attach", "talker"])
@@ -238,11 +239,7 @@ fn attach_stdin_and_tty() {
     c.apply(&format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: shell\nspec:\n  restartPolicy: Never\n  containers:\n  - name: sh\n    image: {TEST_IMAGE}\n    command: [\"sh\"]\n    stdin: true\n    tty: true\n"
     ));
-    c.wait_for(
-        &["get", "pod", "shell", "-o", "jsonpath={.status.phase}"],
-        Duration::from_secs(30),
-        |s| s == "Running",
-    );
+    wait_running(&c, "shell");
     let cmdline = format!(
         "kubectl --kubeconfig {} attach -it shell",
         c.kubeconfig().display()
