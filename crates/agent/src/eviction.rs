@@ -1,6 +1,7 @@
 //! Node-pressure eviction, a first version: every 10 s compare the node's
 //! available memory and the free space of the agent's filesystem with upstream's
-//! default hard thresholds (`memory.available<100Mi`, `nodefs.available<10%`).
+//! hard thresholds: upstream's defaults (`memory.available<100Mi`,
+//! `nodefs.available<10%`) or `--eviction-hard` ([`Thresholds::parse`]).
 //! Under pressure, evict one pod per round: BestEffort first, then Burstable,
 //! then Guaranteed; lower priority first; newest first. Pods of priority
 //! ≥ 2000000000 (system-critical) are never evicted. An evicted pod gets phase
@@ -33,23 +34,123 @@ use crate::host::HostInfo;
 use crate::status::qos_class;
 use crate::AgentConfig;
 
-/// Hard eviction thresholds.
-#[derive(Clone, Debug)]
+/// One hard threshold: a quantity of bytes or a share of the total.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Threshold {
+    /// Under this many bytes available.
+    Bytes(u64),
+    /// Under this fraction (0.0–1.0) of the total available; `0.0` never fires.
+    Fraction(f64),
+}
+
+impl Threshold {
+    /// Smallest number of available bytes that does not cross it.
+    pub fn min_available(&self, total: u64) -> u64 {
+        match *self {
+            Threshold::Bytes(b) => b,
+            Threshold::Fraction(f) => (total as f64 * f) as u64,
+        }
+    }
+}
+
+/// Hard eviction thresholds (the kubelet's `--eviction-hard`).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Thresholds {
-    /// Evict when `MemAvailable` falls below this many bytes (100Mi).
-    pub memory_available: u64,
-    /// Evict when the free fraction of the agent's filesystem falls below this
-    /// (0.10).
-    pub nodefs_available: f64,
+    /// `memory.available` (100Mi).
+    pub memory_available: Threshold,
+    /// `nodefs.available`: free space of the agent's filesystem (10%).
+    pub nodefs_available: Threshold,
 }
 
 impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
-            memory_available: 100 << 20,
-            nodefs_available: 0.10,
+            memory_available: Threshold::Bytes(100 << 20),
+            nodefs_available: Threshold::Fraction(0.10),
         }
     }
+}
+
+/// A malformed `--eviction-hard` value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid eviction threshold {item:?}: {reason}")]
+pub struct ThresholdError {
+    item: String,
+    reason: String,
+}
+
+impl Thresholds {
+    /// Parses upstream's flag syntax, e.g.
+    /// `memory.available<100Mi,nodefs.available<10%`. Signals not named keep
+    /// their defaults; `imagefs.available` is accepted and ignored (image GC
+    /// has its own policy here); other signals are an error.
+    pub fn parse(flag: &str) -> Result<Thresholds, ThresholdError> {
+        let mut t = Thresholds::default();
+        for item in flag.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let err = |reason: &str| ThresholdError {
+                item: item.to_string(),
+                reason: reason.to_string(),
+            };
+            let (signal, value) = item
+                .split_once('<')
+                .ok_or_else(|| err("expected <signal><<quantity> or <signal><<percent>%"))?;
+            let value = parse_threshold(value.trim()).map_err(|r| err(&r))?;
+            match signal.trim() {
+                "memory.available" => t.memory_available = value,
+                "nodefs.available" => t.nodefs_available = value,
+                "imagefs.available" => {}
+                _ => return Err(err(
+                    "supported signals are memory.available, nodefs.available, imagefs.available",
+                )),
+            }
+        }
+        Ok(t)
+    }
+
+    /// Whether available memory is under its threshold.
+    pub fn memory_pressure(&self, host: &HostInfo) -> bool {
+        host.memory_bytes > 0
+            && host.memory_available < self.memory_available.min_available(host.memory_bytes)
+    }
+
+    /// Whether the agent's filesystem is under its free-space threshold.
+    pub fn disk_pressure(&self, host: &HostInfo) -> bool {
+        host.ephemeral_bytes > 0
+            && host.ephemeral_available < self.nodefs_available.min_available(host.ephemeral_bytes)
+    }
+}
+
+fn parse_threshold(v: &str) -> Result<Threshold, String> {
+    if let Some(pct) = v.strip_suffix('%') {
+        let f: f64 = pct
+            .trim()
+            .parse()
+            .map_err(|_| format!("{v:?} is not a percentage"))?;
+        if !(0.0..=100.0).contains(&f) {
+            return Err(format!("{v:?} is not between 0% and 100%"));
+        }
+        return Ok(Threshold::Fraction(f / 100.0));
+    }
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, suffix) = v.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{v:?} is not a quantity"))?;
+    let mult: u64 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return Err(format!("{v:?} has an unknown unit")),
+    };
+    n.checked_mul(mult)
+        .map(Threshold::Bytes)
+        .ok_or_else(|| format!("{v:?} is too large"))
 }
 
 /// The resource under pressure and the eviction message.
@@ -63,23 +164,22 @@ pub struct Pressure {
 
 /// Which threshold, if any, `host` crosses.
 pub fn pressure(host: &HostInfo, t: &Thresholds) -> Option<Pressure> {
-    if host.memory_bytes > 0 && host.memory_available < t.memory_available {
+    if t.memory_pressure(host) {
         return Some(Pressure {
             resource: "memory",
             message: format!(
                 "The node was low on resource: memory. Threshold quantity: {}Mi, available: {}Ki. ",
-                t.memory_available >> 20,
+                t.memory_available.min_available(host.memory_bytes) >> 20,
                 host.memory_available / 1024
             ),
         });
     }
-    let min_free = (host.ephemeral_bytes as f64 * t.nodefs_available) as u64;
-    if host.ephemeral_bytes > 0 && host.ephemeral_available < min_free {
+    if t.disk_pressure(host) {
         return Some(Pressure {
             resource: "ephemeral-storage",
             message: format!(
                 "The node was low on resource: ephemeral-storage. Threshold quantity: {}Ki, available: {}Ki. ",
-                min_free / 1024,
+                t.nodefs_available.min_available(host.ephemeral_bytes) / 1024,
                 host.ephemeral_available / 1024
             ),
         });
@@ -190,8 +290,9 @@ pub async fn collect_images(
 
 /// Bytes to free for the `ephemeral-storage` threshold to hold again.
 pub fn nodefs_shortfall(host: &HostInfo, t: &Thresholds) -> u64 {
-    let min_free = (host.ephemeral_bytes as f64 * t.nodefs_available) as u64;
-    min_free.saturating_sub(host.ephemeral_available)
+    t.nodefs_available
+        .min_available(host.ephemeral_bytes)
+        .saturating_sub(host.ephemeral_available)
 }
 
 /// The Node as the object of node-level events.
@@ -218,7 +319,7 @@ pub async fn run(
     images: Arc<dyn ImageService>,
     runtime: Arc<dyn ContainerRuntime>,
 ) {
-    let t = Thresholds::default();
+    let t = config.eviction.clone();
     let policy = ImageGcPolicy::default();
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -323,6 +424,34 @@ mod tests {
         h.ephemeral_bytes = 100 << 30;
         h.ephemeral_available = disk_avail;
         h
+    }
+
+    #[test]
+    fn parses_the_flag_like_the_kubelet() {
+        let t = Thresholds::parse("memory.available<1Gi, nodefs.available<5%").unwrap();
+        assert_eq!(t.memory_available, Threshold::Bytes(1 << 30));
+        assert_eq!(t.nodefs_available, Threshold::Fraction(0.05));
+        let t = Thresholds::parse("nodefs.available<0%,imagefs.available<0%").unwrap();
+        assert_eq!(t.memory_available, Threshold::Bytes(100 << 20));
+        assert!(!t.disk_pressure(&host(1 << 30, 0)));
+        let t = Thresholds::parse("memory.available<10%").unwrap();
+        assert!(t.memory_pressure(&host(500 << 20, 50 << 30)));
+        assert!(!t.memory_pressure(&host(1 << 30, 50 << 30)));
+        for bad in [
+            "memory.available",
+            "memory.available<lots",
+            "nodefs.available<120%",
+            "pid.available<10",
+            "memory.available<5Xi",
+            "memory.available<99999999999999999999Ti",
+        ] {
+            let e = Thresholds::parse(bad).unwrap_err();
+            assert!(
+                e.to_string().contains(bad.split(',').next().unwrap_or(bad)),
+                "{e}"
+            );
+        }
+        assert_eq!(Thresholds::parse("").unwrap(), Thresholds::default());
     }
 
     #[test]

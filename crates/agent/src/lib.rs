@@ -69,6 +69,9 @@ pub struct AgentConfig {
     /// `pids.max` of every pod's cgroup (the kubelet's `podPidsLimit`);
     /// `None` leaves pods unlimited.
     pub pod_pids_limit: Option<i64>,
+    /// Hard eviction thresholds (`--eviction-hard`); also decide the node's
+    /// MemoryPressure and DiskPressure conditions.
+    pub eviction: eviction::Thresholds,
 }
 
 impl AgentConfig {
@@ -84,6 +87,7 @@ impl AgentConfig {
             cluster_dns: None,
             cluster_domain: "cluster.local".to_string(),
             pod_pids_limit: None,
+            eviction: eviction::Thresholds::default(),
         }
     }
 }

@@ -53,6 +53,7 @@ fn condition(
 /// The node status for `host` (conditions with upstream's reasons/messages).
 pub fn node_status(
     host: &HostInfo,
+    thresholds: &crate::eviction::Thresholds,
     node_ip: &str,
     port: u16,
     runtime_version: &str,
@@ -70,9 +71,8 @@ pub fn node_status(
         "ephemeral-storage".to_string(),
         Quantity(format!("{}Ki", host.ephemeral_bytes / 1024)),
     );
-    let mem_pressure = host.memory_bytes > 0 && host.memory_available < 100 * 1024 * 1024;
-    let disk_pressure =
-        host.ephemeral_bytes > 0 && host.ephemeral_available < host.ephemeral_bytes / 10;
+    let mem_pressure = thresholds.memory_pressure(host);
+    let disk_pressure = thresholds.disk_pressure(host);
     let mut conditions = vec![
         if mem_pressure {
             condition(
@@ -205,6 +205,7 @@ impl NodeAgent {
         let host = HostInfo::read(&self.config.root);
         node_status(
             &host,
+            &self.config.eviction,
             &self.node_ip,
             self.config.listen_port,
             &self.runtime_version,
@@ -402,7 +403,14 @@ mod tests {
     #[test]
     fn status_has_upstream_conditions() {
         let host = HostInfo::read(std::path::Path::new("/"));
-        let s = node_status(&host, "10.0.0.2", 10250, "runc://1.1.12", None);
+        let s = node_status(
+            &host,
+            &Default::default(),
+            "10.0.0.2",
+            10250,
+            "runc://1.1.12",
+            None,
+        );
         let conds = s.conditions.clone().unwrap();
         let ready = conds.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(ready.reason.as_deref(), Some("KubeletReady"));
@@ -428,7 +436,14 @@ mod tests {
             10250
         );
         // transition times survive
-        let again = node_status(&host, "10.0.0.2", 10250, "runc://1.1.12", Some(&s));
+        let again = node_status(
+            &host,
+            &Default::default(),
+            "10.0.0.2",
+            10250,
+            "runc://1.1.12",
+            Some(&s),
+        );
         assert_eq!(fingerprint(&again), fingerprint(&s));
     }
 }

@@ -809,6 +809,8 @@ impl Context {
         {
             set_next(at);
         }
+        // whether this round stopped containers of a finished pod
+        let mut stopped = false;
         if terminal {
             // a finished pod keeps nothing running
             for c in groups.values().flatten() {
@@ -817,6 +819,13 @@ impl Context {
                         .runtime
                         .stop_container(&c.id, Duration::from_secs(2))
                         .await;
+                    stopped = true;
+                }
+            }
+            if stopped {
+                // report how they ended (an evicted pod reads 0/1)
+                if let Ok(all) = self.runtime.list_containers().await {
+                    groups = group_containers(&all, uid);
                 }
             }
         }
@@ -893,9 +902,24 @@ impl Context {
             start_time: st.start_time.clone(),
             failed: pod_failed,
         };
-        let status = pod_status(pod, &input, pod.status.as_ref());
-        // a terminal phase is final: never report anything else afterwards
+        let mut status = pod_status(pod, &input, pod.status.as_ref());
         if terminal {
+            // A terminal phase is final, with the reason and message whoever
+            // ended the pod gave it (an eviction, a deadline); only the
+            // containers' final states are reported, once, after they were
+            // stopped here (otherwise the reported states stay as written).
+            if !stopped {
+                return Next::Idle;
+            }
+            if let Some(old) = pod.status.as_ref() {
+                status.phase = old.phase.clone();
+                status.reason = old.reason.clone();
+                status.message = old.message.clone();
+            }
+            if let Err(e) = self.write_status(pod, status, st).await {
+                tracing::warn!(pod = %pod_full_name(pod), error = %e, "status update failed; retrying");
+                return Next::At(Instant::now() + Duration::from_secs(1));
+            }
             return Next::Idle;
         }
         if let Err(e) = self.write_status(pod, status, st).await {

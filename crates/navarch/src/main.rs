@@ -68,6 +68,12 @@ struct AgentArgs {
     /// together: the pod cgroup's `pids.max` (`-1`: unlimited).
     #[arg(long, default_value_t = 4096, allow_negative_numbers = true)]
     pod_max_pids: i64,
+    /// Hard eviction thresholds, as the kubelet's flag:
+    /// `memory.available<100Mi,nodefs.available<10%` (the default). Under one,
+    /// the node reports MemoryPressure/DiskPressure and evicts pods; `<0%`
+    /// turns a signal off (test clusters on a nearly full disk).
+    #[arg(long, default_value = "memory.available<100Mi,nodefs.available<10%", value_parser = navarch_agent::eviction::Thresholds::parse)]
+    eviction_hard: navarch_agent::eviction::Thresholds,
     /// Pod networking: `bridge` or `none` (see `navarch server --help`).
     #[arg(long, default_value = "bridge", value_parser = ["bridge", "none"])]
     pod_network: String,
@@ -132,6 +138,12 @@ struct ServerArgs {
     /// together: the pod cgroup's `pids.max` (`-1`: unlimited).
     #[arg(long, default_value_t = 4096, allow_negative_numbers = true)]
     pod_max_pids: i64,
+    /// Hard eviction thresholds, as the kubelet's flag:
+    /// `memory.available<100Mi,nodefs.available<10%` (the default). Under one,
+    /// the node reports MemoryPressure/DiskPressure and evicts pods; `<0%`
+    /// turns a signal off (test clusters on a nearly full disk).
+    #[arg(long, default_value = "memory.available<100Mi,nodefs.available<10%", value_parser = navarch_agent::eviction::Thresholds::parse)]
+    eviction_hard: navarch_agent::eviction::Thresholds,
     /// Pod networking: `bridge` (one IP per pod on a node bridge, service proxy,
     /// cluster DNS) or `none` (pods get a network namespace with loopback only
     /// and report the node's IP). One node per host runs `bridge`.
@@ -290,6 +302,7 @@ struct NodeSetup {
     /// The cluster's pod range when the node runs the bridge network.
     bridge_network: Option<navarch_network::cidr::Ipv4Cidr>,
     pod_pids_limit: Option<i64>,
+    eviction: navarch_agent::eviction::Thresholds,
 }
 
 /// Runtime (runc), image store and node agent.
@@ -304,6 +317,7 @@ fn spawn_node(setup: NodeSetup, client: kube::Client) -> anyhow::Result<()> {
     cfg.listen_port = setup.agent_port;
     cfg.node_ip = setup.node_ip;
     cfg.pod_pids_limit = setup.pod_pids_limit;
+    cfg.eviction = setup.eviction;
     let network: Option<Arc<dyn navarch_agent::sync::NetworkPlugin>> = match setup.bridge_network {
         Some(cluster_cidr) => {
             // Fails at once when another node on this host runs the bridge.
@@ -363,6 +377,7 @@ fn start_agent(
             client_ca: running.pki.dir.join("ca.crt"),
             bridge_network: (args.pod_network == "bridge").then_some(args.cluster_cidr),
             pod_pids_limit: (args.pod_max_pids > 0).then_some(args.pod_max_pids),
+            eviction: args.eviction_hard.clone(),
         },
         client,
     )
@@ -411,6 +426,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             client_ca: files[0].clone(),
             bridge_network: (args.pod_network == "bridge").then_some(args.cluster_cidr),
             pod_pids_limit: (args.pod_max_pids > 0).then_some(args.pod_max_pids),
+            eviction: args.eviction_hard.clone(),
         },
         client,
     )?;

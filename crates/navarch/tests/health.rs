@@ -501,3 +501,62 @@ fn pod_cgroup_limits_pids_and_memory() {
     c.ok(&["delete", "pod", "forks", "--wait=true", "--timeout=60s"]);
     assert_eq!(pod_cgroup_file(&uid, "pids", "pids.max"), None);
 }
+
+/// `--eviction-hard` as the kubelet's flag: a threshold the node is always
+/// under (less than 100% free) reports DiskPressure and evicts the pod.
+#[test]
+fn eviction_hard_threshold_reports_disk_pressure_and_evicts() {
+    let c = Cluster::start_with_node_args(&["--eviction-hard=nodefs.available<100%"]);
+    c.wait_for(
+        &[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[0].status.conditions[?(@.type==\"DiskPressure\")].status}",
+        ],
+        Duration::from_secs(30),
+        |s| s == "True",
+    );
+    c.apply(&pod_manifest(
+        "victim",
+        &format!(
+            r#"  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {TEST_IMAGE}
+    command: ["sh", "-c", "sleep 3600"]
+"#
+        ),
+    ));
+    c.wait_for(
+        &[
+            "get",
+            "pod",
+            "victim",
+            "-o",
+            "jsonpath={.status.phase} {.status.reason}",
+        ],
+        Duration::from_secs(60),
+        |s| s == "Failed Evicted",
+    );
+    let message = jsonpath(&c, "victim", "{.status.message}");
+    assert!(
+        message.starts_with("The node was low on resource: ephemeral-storage."),
+        "{message}"
+    );
+    // its container is stopped and reported so (0/1); the pod keeps its
+    // phase, reason and message
+    c.wait_for(
+        &["get", "pod", "victim", "--no-headers"],
+        Duration::from_secs(20),
+        |s| s.split_whitespace().nth(1) == Some("0/1"),
+    );
+    assert_eq!(
+        jsonpath(
+            &c,
+            "victim",
+            "{.status.phase} {.status.reason} {.status.containerStatuses[0].state.terminated.exitCode}"
+        ),
+        "Failed Evicted 137"
+    );
+}

@@ -139,6 +139,15 @@ impl Cluster {
         match self.agent_port {
             Some(p) => {
                 cmd.arg("--agent-port").arg(p.to_string());
+                // As kind's nodes: no disk-pressure evictions of test pods
+                // because the machine running the suite is nearly full.
+                if !self
+                    .extra_args
+                    .iter()
+                    .any(|a| a.starts_with("--eviction-hard"))
+                {
+                    cmd.arg("--eviction-hard=nodefs.available<0%");
+                }
             }
             None => {
                 cmd.arg("--disable-agent");
