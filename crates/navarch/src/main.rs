@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+mod alloc;
 mod join;
 mod netplugin;
 
