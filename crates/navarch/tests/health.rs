@@ -16,6 +16,16 @@ fn jsonpath(c: &Cluster, pod: &str, path: &str) -> String {
     c.ok(&["get", "pod", pod, "-o", &format!("jsonpath={path}")])
 }
 
+/// Wait until `path` of the pod satisfies `done`.
+fn wait_jsonpath(c: &Cluster, pod: &str, path: &str, secs: u64, done: impl Fn(&str) -> bool) {
+    let arg = format!("jsonpath={path}");
+    c.wait_for(
+        &["get", "pod", pod, "-o", &arg],
+        Duration::from_secs(secs),
+        done,
+    );
+}
+
 fn ready_column(c: &Cluster, pod: &str) -> String {
     let table = c.ok(&["get", "pod", pod, "--no-headers"]);
     table.split_whitespace().nth(1).unwrap_or("").to_string()
@@ -528,17 +538,9 @@ fn eviction_hard_threshold_reports_disk_pressure_and_evicts() {
 "#
         ),
     ));
-    c.wait_for(
-        &[
-            "get",
-            "pod",
-            "victim",
-            "-o",
-            "jsonpath={.status.phase} {.status.reason}",
-        ],
-        Duration::from_secs(60),
-        |s| s == "Failed Evicted",
-    );
+    wait_jsonpath(&c, "victim", "{.status.phase} {.status.reason}", 60, |s| {
+        s == "Failed Evicted"
+    });
     let message = jsonpath(&c, "victim", "{.status.message}");
     assert!(
         message.starts_with("The node was low on resource: ephemeral-storage."),
