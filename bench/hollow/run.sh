@@ -125,7 +125,7 @@ done
 
 RSS_ARGS=(--rss "server:$SERVER_PID")
 if [[ "$SCHEDULER" == "separate" ]]; then
-    "$STANDALONE" --kubeconfig "$DATA/kubeconfig" >"$TMP/scheduler.log" 2>&1 &
+    MIMALLOC_ARENA_EAGER_COMMIT=0 "$STANDALONE" --kubeconfig "$DATA/kubeconfig" >"$TMP/scheduler.log" 2>&1 &
     SCHED_PID=$!
     RSS_ARGS+=(--rss "scheduler:$SCHED_PID")
 fi

@@ -3,12 +3,17 @@
 //!
 //! `navarch server` runs the same scheduler in-process; this binary exists so that
 //! benchmarks (`bench/hollow/run.sh`, `SCHEDULER=separate`) can measure the
-//! scheduler's own memory and CPU, apart from the API server's.
+//! scheduler's own memory and CPU, apart from the API server's. It uses the
+//! allocator `navarch` ships with (mimalloc; the benchmark starts it with
+//! `MIMALLOC_ARENA_EAGER_COMMIT=0`, the option `navarch` sets for itself).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use navarch_scheduler::{run, SchedulerConfig};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Why the process stopped.
 #[derive(Debug, thiserror::Error)]
