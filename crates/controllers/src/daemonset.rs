@@ -22,38 +22,37 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use crate::events::Recorder;
+use crate::podcache::{PodCache, PodChanges};
 use crate::revision::{self, Owner, REVISION_HASH};
-use crate::util::{self, Context, PodControl, SyncError};
+use crate::util::{self, Context, PodControl, SyncError, TriggeredController};
 
-/// Run the controller until the process ends.
+/// Run the controller until the process ends (with a pod cache of its own).
 pub async fn run(client: Client) {
+    let (_, changes) = PodCache::spawn_private(client.clone());
+    run_with_pods(client, changes).await;
+}
+
+/// Run the controller until the process ends, woken by the `changes` of a
+/// shared [`PodCache`] (its pods are still listed live on each sync).
+pub async fn run_with_pods(client: Client, changes: PodChanges) {
     let ctx = Context::new(client.clone(), "daemonset-controller");
-    let controller = util::owning::<DaemonSet, Pod>(&client);
+    let controller = TriggeredController::new(Api::<DaemonSet>::all(client.clone()));
     let store = controller.store();
     // Any node change may change where the DaemonSets should run.
-    let controller = controller.watches(
-        Api::<Node>::all(client),
-        watcher::Config::default(),
-        move |_node: Node| {
+    controller
+        .owns_pods(changes)
+        .watches(Api::<Node>::all(client), move |_node: Node| {
             store
                 .state()
                 .iter()
                 .map(|ds| ObjectRef::from_obj(ds.as_ref()))
                 .collect::<Vec<_>>()
-        },
-    );
-    util::run_controller(
-        "daemonset controller",
-        controller,
-        reconcile,
-        ctx,
-        util::RETRY,
-    )
-    .await;
+        })
+        .run("daemonset controller", reconcile, ctx, util::RETRY)
+        .await;
 }
 
 /// The tolerations every DaemonSet pod gets (upstream `AddOrUpdateDaemonPodTolerations`).

@@ -14,31 +14,42 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 
-use crate::util::{self, SyncError};
+use crate::podcache::{PodCache, PodChanges};
+use crate::util::{self, SyncError, TriggeredController};
 
-/// Run the controller until the process ends.
+struct Ctx {
+    client: Client,
+    pods: Store<Pod>,
+}
+
+/// Run the controller until the process ends (with a pod cache of its own).
 pub async fn run(client: Client) {
+    let (store, changes) = PodCache::spawn_private(client.clone());
+    run_with_pods(client, store, changes).await;
+}
+
+/// Run the controller until the process ends, reading pods from a shared
+/// [`PodCache`]'s `store` and woken by its `changes`.
+pub async fn run_with_pods(client: Client, pods: Store<Pod>, changes: PodChanges) {
     // A pod change concerns the budgets of its namespace that select it.
-    let controller = util::woken_by_pods(&client, |pdb: &PodDisruptionBudget, pod| {
-        util::selector_matches(
-            pdb.spec.as_ref().and_then(|s| s.selector.as_ref()),
-            pod.metadata.labels.as_ref(),
-        )
-    });
-    let ctx = Arc::new(client);
-    util::run_controller(
-        "disruption controller",
-        controller,
-        reconcile,
-        ctx,
-        util::RETRY,
-    )
-    .await;
+    let controller = TriggeredController::new(Api::<PodDisruptionBudget>::all(client.clone()))
+        .woken_by_pods(changes, |pdb: &PodDisruptionBudget, pod| {
+            util::selector_matches(
+                pdb.spec.as_ref().and_then(|s| s.selector.as_ref()),
+                pod.metadata.labels.as_ref(),
+            )
+        });
+    let ctx = Arc::new(Ctx { client, pods });
+    controller
+        .run("disruption controller", reconcile, ctx, util::RETRY)
+        .await;
 }
 
 /// `(desiredHealthy, disruptionsAllowed)` from the spec, the expected and healthy counts.
@@ -106,26 +117,33 @@ async fn expected_pods(client: &Client, ns: &str, pods: &[&Pod]) -> Result<i32, 
     Ok(controllers.values().sum::<i32>() + bare)
 }
 
-async fn reconcile(
-    pdb: Arc<PodDisruptionBudget>,
-    client: Arc<Client>,
-) -> Result<Action, SyncError> {
+/// The pods of namespace `ns` in `store` that `selector` selects and that
+/// count for a budget (active, not being deleted).
+fn selected_pods(store: &Store<Pod>, ns: &str, selector: Option<&LabelSelector>) -> Vec<Arc<Pod>> {
+    store.state_filter(|p| {
+        p.metadata.namespace.as_deref() == Some(ns)
+            && util::selector_matches(selector, p.metadata.labels.as_ref())
+            && p.metadata.deletion_timestamp.is_none()
+            && util::pod_is_active(p)
+    })
+}
+
+async fn reconcile(pdb: Arc<PodDisruptionBudget>, ctx: Arc<Ctx>) -> Result<Action, SyncError> {
+    let client = &ctx.client;
     let ns = pdb.namespace().unwrap_or_default();
     let name = pdb.name_any();
     let spec = pdb.spec.clone().unwrap_or_default();
-    let pod_api: Api<Pod> = Api::namespaced((*client).clone(), &ns);
-    let lp = ListParams::default().labels(&util::match_labels_query(spec.selector.as_ref()));
-    let listed = pod_api.list(&lp).await?.items;
-    let pods: Vec<&Pod> = listed
-        .iter()
-        .filter(|p| util::selector_matches(spec.selector.as_ref(), p.metadata.labels.as_ref()))
-        .filter(|p| p.metadata.deletion_timestamp.is_none() && util::pod_is_active(p))
-        .collect();
+    // Nothing is decided before the pod cache has been listed.
+    if ctx.pods.wait_until_ready().await.is_err() {
+        return Ok(Action::requeue(util::RETRY));
+    }
+    let listed = selected_pods(&ctx.pods, &ns, spec.selector.as_ref());
+    let pods: Vec<&Pod> = listed.iter().map(Arc::as_ref).collect();
     let healthy = i32::try_from(pods.iter().filter(|p| util::pod_is_ready(p)).count()).unwrap_or(0);
     let uses_percent_or_max = spec.max_unavailable.is_some()
         || matches!(spec.min_available, Some(IntOrString::String(_)));
     let expected = if uses_percent_or_max {
-        expected_pods(&client, &ns, &pods).await?
+        expected_pods(client, &ns, &pods).await?
     } else {
         i32::try_from(pods.len()).unwrap_or(0)
     };
@@ -170,7 +188,7 @@ async fn reconcile(
         conditions: Some(vec![cond]),
     };
     if pdb.status.as_ref() != Some(&status) {
-        let api: Api<PodDisruptionBudget> = Api::namespaced((*client).clone(), &ns);
+        let api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
         // A PDB deleted meanwhile (`false`) is no error.
         util::patch_status(&api, &name, &status).await?;
     }
@@ -191,5 +209,96 @@ mod tests {
         assert_eq!(budget(Some(&s("50%")), None, 3, 3), (2, 1));
         assert_eq!(budget(None, Some(&s("50%")), 4, 4), (2, 2));
         assert_eq!(budget(None, None, 3, 3), (3, 0));
+    }
+
+    use crate::util::fake::{self, Reply};
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::api::policy::v1::PodDisruptionBudgetSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use kube::runtime::reflector;
+    use kube::runtime::watcher;
+
+    fn pod(name: &str, ns: &str, app: &str, phase: &str, ready: bool) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                labels: Some(BTreeMap::from([("app".to_string(), app.to_string())])),
+                ..Default::default()
+            },
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn pdb(min_available: i32) -> PodDisruptionBudget {
+        PodDisruptionBudget {
+            metadata: ObjectMeta {
+                name: Some("budget".into()),
+                namespace: Some("ns".into()),
+                generation: Some(1),
+                ..Default::default()
+            },
+            spec: Some(PodDisruptionBudgetSpec {
+                min_available: Some(IntOrString::Int(min_available)),
+                selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([("app".to_string(), "web".to_string())])),
+                    match_expressions: None,
+                }),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn status_is_counted_from_the_pod_cache() {
+        let (store, mut writer) = reflector::store::<Pod>();
+        let mut deleting = pod("deleting", "ns", "web", "Running", true);
+        deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for p in [
+            pod("a", "ns", "web", "Running", true),
+            pod("b", "ns", "web", "Running", true),
+            pod("c", "ns", "web", "Pending", false),
+            pod("done", "ns", "web", "Succeeded", false),
+            deleting,
+            pod("other-app", "ns", "db", "Running", true),
+            pod("other-ns", "elsewhere", "web", "Running", true),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::InitApply(p));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+
+        let (client, seen) = fake::client(|_| Reply::ok(&pdb(2)));
+        let ctx = Arc::new(Ctx {
+            client,
+            pods: store,
+        });
+        let action = reconcile(Arc::new(pdb(2)), ctx).await.unwrap();
+        assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+        let reqs = seen.requests();
+        // No pod list: one status patch.
+        assert_eq!(reqs.len(), 1, "{reqs:?}");
+        assert_eq!(reqs[0].method, "PATCH");
+        assert_eq!(
+            reqs[0].path,
+            "/apis/policy/v1/namespaces/ns/poddisruptionbudgets/budget/status"
+        );
+        let body: serde_json::Value = serde_json::from_str(&reqs[0].body).unwrap();
+        let st = &body["status"];
+        assert_eq!(st["currentHealthy"], 2);
+        assert_eq!(st["desiredHealthy"], 2);
+        assert_eq!(st["expectedPods"], 3);
+        assert_eq!(st["disruptionsAllowed"], 0);
+        assert_eq!(st["conditions"][0]["reason"], "InsufficientPods");
     }
 }

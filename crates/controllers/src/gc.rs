@@ -10,7 +10,9 @@
 //! - An owner being deleted with the `orphan` finalizer has the references to
 //!   it removed from its dependents, then the finalizer removed.
 //!
-//! Every kind is watched metadata-only (`PartialObjectMetadata`) into an
+//! Every kind is watched metadata-only (`PartialObjectMetadata`), except pods
+//! under [`run_with_pods`], which come from the shared pod cache's watch
+//! events ([`PodEvents`]) instead of a pod watch of their own, into an
 //! incremental ownership [`graph`]: each watch event updates the object's
 //! node and its owner/dependent edges and marks the few uids that may need
 //! work, so the cost of an event is O(owners + dependents) of that object and
@@ -22,9 +24,11 @@
 pub mod graph;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{
     Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy,
@@ -38,6 +42,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::podcache::PodEvents;
 use crate::util;
 use graph::{Graph, Node, OwnerRef, Uid};
 
@@ -62,8 +67,47 @@ struct Kind {
     namespaced: bool,
 }
 
+/// The object of a watch event: from a metadata-only watch, or a pod shared
+/// with the pod cache.
+enum Watched {
+    Partial(Box<PartialObjectMeta<DynamicObject>>),
+    Pod(Arc<Pod>),
+}
+
+impl Watched {
+    /// What the collector reads of a watched object: its metadata.
+    fn object_meta(&self) -> &ObjectMeta {
+        match self {
+            Watched::Partial(o) => &o.metadata,
+            Watched::Pod(p) => &p.metadata,
+        }
+    }
+}
+
 /// One watch event of one kind (by index).
-type KindEvent = (usize, Event<PartialObjectMeta<DynamicObject>>);
+type KindEvent = (usize, Event<Watched>);
+
+/// A metadata-only watch event as one of the collector's.
+fn partial_event(ev: Event<PartialObjectMeta<DynamicObject>>) -> Event<Watched> {
+    match ev {
+        Event::Apply(o) => Event::Apply(Watched::Partial(Box::new(o))),
+        Event::Delete(o) => Event::Delete(Watched::Partial(Box::new(o))),
+        Event::InitApply(o) => Event::InitApply(Watched::Partial(Box::new(o))),
+        Event::Init => Event::Init,
+        Event::InitDone => Event::InitDone,
+    }
+}
+
+/// A watch event of the shared pod cache as one of the collector's.
+fn shared_pod_event(ev: Event<Arc<Pod>>) -> Event<Watched> {
+    match ev {
+        Event::Apply(p) => Event::Apply(Watched::Pod(p)),
+        Event::Delete(p) => Event::Delete(Watched::Pod(p)),
+        Event::InitApply(p) => Event::InitApply(Watched::Pod(p)),
+        Event::Init => Event::Init,
+        Event::InitDone => Event::InitDone,
+    }
+}
 
 /// Errors of one step of work.
 #[derive(Debug, thiserror::Error)]
@@ -73,10 +117,24 @@ pub enum Error {
     Kube(#[from] kube::Error),
 }
 
-/// Run the collector until the process ends.
+/// Run the collector until the process ends (watching pods metadata-only
+/// like every other kind).
 pub async fn run(client: Client) {
+    run_inner(client, None).await
+}
+
+/// Run the collector until the process ends, taking pods from the watch
+/// events of a shared [`PodCache`](crate::podcache::PodCache).
+pub async fn run_with_pods(client: Client, pods: PodEvents) {
+    run_inner(client, Some(pods)).await
+}
+
+async fn run_inner(client: Client, pods: Option<PodEvents>) {
     let (tx, rx) = mpsc::channel(BATCH);
     let mut gc = Collector::new(client, tx);
+    if let Some(pods) = pods {
+        gc.follow_shared_pods(pods);
+    }
     loop {
         if gc.discover().await {
             break;
@@ -172,18 +230,18 @@ struct State {
 
 impl State {
     /// Apply one watch event of kind `k`.
-    fn apply(&mut self, k: usize, ev: Event<PartialObjectMeta<DynamicObject>>) {
+    fn apply(&mut self, k: usize, ev: Event<Watched>) {
         match ev {
             Event::Apply(o) => {
-                self.observe(k, &o.metadata);
+                self.observe(k, o.object_meta());
             }
             Event::InitApply(o) => {
-                if let Some(uid) = self.observe(k, &o.metadata) {
+                if let Some(uid) = self.observe(k, o.object_meta()) {
                     self.relist.entry(k).or_default().insert(uid);
                 }
             }
             Event::Delete(o) => {
-                if let Some(uid) = o.metadata.uid.as_deref() {
+                if let Some(uid) = o.object_meta().uid.as_deref() {
                     self.forget(uid);
                 }
             }
@@ -290,6 +348,29 @@ impl Collector {
         true
     }
 
+    /// Take pods from `pods` (the shared pod cache's watch events) rather
+    /// than a watch of their own: discovery then skips them.
+    fn follow_shared_pods(&mut self, mut pods: PodEvents) {
+        let ar = ApiResource::erase::<Pod>(&());
+        if !self.known.insert((ar.group.clone(), ar.plural.clone())) {
+            return;
+        }
+        let idx = self.kinds.len();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = pods.next().await {
+                if tx.send((idx, shared_pod_event(ev))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        self.kinds.push(Kind {
+            ar,
+            namespaced: true,
+        });
+        self.state.synced.push(self.ready);
+    }
+
     fn spawn_watch(&self, idx: usize, ar: &ApiResource) {
         // `Api<PartialObjectMeta<_>>` lists and watches metadata only (what
         // `metadata_watcher` did before it was deprecated).
@@ -302,7 +383,7 @@ impl Collector {
             while let Some(ev) = events.next().await {
                 match ev {
                     Ok(ev) => {
-                        if tx.send((idx, ev)).await.is_err() {
+                        if tx.send((idx, partial_event(ev))).await.is_err() {
                             return;
                         }
                     }
@@ -649,23 +730,23 @@ mod tests {
             synced: vec![false, false],
             ..Default::default()
         };
-        s.apply(0, Event::Init);
-        s.apply(0, Event::InitApply(meta("o", &[])));
-        s.apply(1, Event::Init);
-        s.apply(1, Event::InitApply(meta("d1", &["o"])));
-        s.apply(1, Event::InitApply(meta("d2", &["o", "x"])));
-        s.apply(1, Event::InitApply(meta("free", &[])));
+        s.apply(0, partial_event(Event::Init));
+        s.apply(0, partial_event(Event::InitApply(meta("o", &[]))));
+        s.apply(1, partial_event(Event::Init));
+        s.apply(1, partial_event(Event::InitApply(meta("d1", &["o"]))));
+        s.apply(1, partial_event(Event::InitApply(meta("d2", &["o", "x"]))));
+        s.apply(1, partial_event(Event::InitApply(meta("free", &[]))));
         assert_eq!(s.synced, vec![false, false]);
-        s.apply(0, Event::InitDone);
-        s.apply(1, Event::InitDone);
+        s.apply(0, partial_event(Event::InitDone));
+        s.apply(1, partial_event(Event::InitDone));
         assert_eq!(s.synced, vec![true, true]);
         // Startup: every owned object is looked at once.
         assert_eq!(dirty(&mut s), vec!["d1", "d2"]);
         // An unowned object changing marks nothing.
-        s.apply(1, Event::Apply(meta("free", &[])));
+        s.apply(1, partial_event(Event::Apply(meta("free", &[]))));
         assert!(dirty(&mut s).is_empty());
         // The owner's deletion marks its dependents, and is remembered.
-        s.apply(0, Event::Delete(meta("o", &[])));
+        s.apply(0, partial_event(Event::Delete(meta("o", &[]))));
         assert_eq!(dirty(&mut s), vec!["d1", "d2"]);
         assert!(s.gone.contains_key("o"));
         assert!(!s.graph.contains("o"));
@@ -679,15 +760,15 @@ mod tests {
             synced: vec![false],
             ..Default::default()
         };
-        s.apply(0, Event::Init);
-        s.apply(0, Event::InitApply(meta("o", &[])));
-        s.apply(0, Event::InitApply(meta("d", &["o"])));
-        s.apply(0, Event::InitDone);
+        s.apply(0, partial_event(Event::Init));
+        s.apply(0, partial_event(Event::InitApply(meta("o", &[]))));
+        s.apply(0, partial_event(Event::InitApply(meta("d", &["o"]))));
+        s.apply(0, partial_event(Event::InitDone));
         dirty(&mut s);
         // The watch restarts; "o" is not listed any more.
-        s.apply(0, Event::Init);
-        s.apply(0, Event::InitApply(meta("d", &["o"])));
-        s.apply(0, Event::InitDone);
+        s.apply(0, partial_event(Event::Init));
+        s.apply(0, partial_event(Event::InitApply(meta("d", &["o"]))));
+        s.apply(0, partial_event(Event::InitDone));
         assert!(!s.graph.contains("o"));
         assert!(s.graph.contains("d"));
         assert_eq!(dirty(&mut s), vec!["d"]);
@@ -700,10 +781,86 @@ mod tests {
         let mut o = meta("o", &[]);
         o.metadata.deletion_timestamp = Some(now());
         o.metadata.finalizers = Some(vec![FOREGROUND.into()]);
-        s.apply(0, Event::Apply(o));
-        s.apply(0, Event::Apply(meta("d", &["o"])));
+        s.apply(0, partial_event(Event::Apply(o)));
+        s.apply(0, partial_event(Event::Apply(meta("d", &["o"]))));
         assert_eq!(dirty(&mut s), vec!["d", "o"]);
-        s.apply(0, Event::Delete(meta("d", &["o"])));
+        s.apply(0, partial_event(Event::Delete(meta("d", &["o"]))));
         assert_eq!(dirty(&mut s), vec!["o"]);
+    }
+
+    fn pod(uid: &str, owners: &[&str]) -> Arc<Pod> {
+        Arc::new(Pod {
+            metadata: meta(uid, owners).metadata,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn shared_pod_events_feed_the_graph_like_watched_ones() {
+        let mut s = State {
+            synced: vec![false, false],
+            ..Default::default()
+        };
+        s.apply(0, partial_event(Event::Init));
+        s.apply(0, partial_event(Event::InitApply(meta("o", &[]))));
+        s.apply(0, partial_event(Event::InitDone));
+        for ev in [
+            Event::Init,
+            Event::InitApply(pod("p1", &["o"])),
+            Event::InitApply(pod("p2", &[])),
+            Event::InitDone,
+        ] {
+            s.apply(1, shared_pod_event(ev));
+        }
+        assert_eq!(s.synced, vec![true, true]);
+        assert_eq!(dirty(&mut s), vec!["p1"]);
+        assert_eq!(s.graph.dependents("o").len(), 1);
+        // A pod losing its owner reference, then going.
+        s.apply(1, shared_pod_event(Event::Apply(pod("p1", &[]))));
+        assert!(s.graph.dependents("o").is_empty());
+        s.apply(1, shared_pod_event(Event::Delete(pod("p2", &[]))));
+        assert!(!s.graph.contains("p2"));
+        assert!(s.gone.contains_key("p2"));
+        // A relist drops the pods it no longer has.
+        for ev in [Event::Init, Event::InitDone] {
+            s.apply(1, shared_pod_event(ev));
+        }
+        assert!(!s.graph.contains("p1"));
+    }
+
+    #[tokio::test]
+    async fn shared_pods_are_a_kind_discovery_skips() {
+        let (client, _) = crate::util::fake::client(|_| crate::util::fake::Reply::status(404));
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut gc = Collector::new(client, tx);
+        let mut cache = crate::podcache::PodCache::new();
+        gc.follow_shared_pods(cache.subscribe_events());
+        assert_eq!(gc.kinds.len(), 1);
+        assert_eq!(gc.kinds[0].ar.kind, "Pod");
+        assert_eq!(gc.kinds[0].ar.api_version, "v1");
+        assert!(gc.kinds[0].namespaced);
+        assert!(gc.known.contains(&(String::new(), "pods".to_string())));
+        assert_eq!(gc.state.synced, vec![false]);
+        assert!(gc.kind_for("v1", "Pod").is_some());
+        // The cache's events arrive as kind 0.
+        let events = futures::stream::iter(
+            [
+                Event::Init,
+                Event::InitApply(Arc::unwrap_or_clone(pod("p", &[]))),
+                Event::InitDone,
+            ]
+            .into_iter()
+            .map(Ok),
+        );
+        tokio::spawn(cache.feed(events));
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let (k, ev) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            got.push((k, matches!(ev, Event::InitApply(Watched::Pod(_)))));
+        }
+        assert_eq!(got, [(0, false), (0, true), (0, false)]);
     }
 }

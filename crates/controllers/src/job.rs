@@ -22,7 +22,8 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::events::{EventType, Recorder};
-use crate::util::{self, PodControl, SyncError};
+use crate::podcache::{PodCache, PodChanges};
+use crate::util::{self, PodControl, SyncError, TriggeredController};
 
 /// Finalizer on a Job's pods until the controller has counted them.
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
@@ -56,16 +57,25 @@ struct Ctx {
     failures: Mutex<HashMap<String, (i32, Instant)>>,
 }
 
-/// Run the controller until the process ends.
+/// Run the controller until the process ends (with a pod cache of its own).
 pub async fn run(client: Client, cfg: JobConfig) {
+    let (_, changes) = PodCache::spawn_private(client.clone());
+    run_with_pods(client, cfg, changes).await;
+}
+
+/// Run the controller until the process ends, woken by the `changes` of a
+/// shared [`PodCache`] (its pods are still listed live on each sync).
+pub async fn run_with_pods(client: Client, cfg: JobConfig, changes: PodChanges) {
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         cfg,
         recorder: Recorder::new(client.clone(), "job-controller"),
         failures: Mutex::default(),
     });
-    let controller = util::owning::<Job, Pod>(&client);
-    util::run_controller("job controller", controller, reconcile, ctx, util::RETRY).await;
+    TriggeredController::new(Api::<Job>::all(client))
+        .owns_pods(changes)
+        .run("job controller", reconcile, ctx, util::RETRY)
+        .await;
 }
 
 /// The delay before pods are recreated after `failed` failures.

@@ -18,8 +18,10 @@
 //! - [`podgc`]: deletes terminated pods beyond a threshold and orphaned pods.
 //! - [`resourcequota`]: ResourceQuota `status.hard` and `status.used`.
 //!
-//! The ReplicaSet, Endpoints and node lifecycle controllers share one pod
-//! watch and cache ([`podcache`]).
+//! Every controller that looks at pods shares one pod watch and cache
+//! ([`podcache`]): one decode per pod event, whatever the number of
+//! controllers. Those woken by pod changes but run by kube-runtime use
+//! [`util::TriggeredController`] to take them from the cache.
 
 pub mod cronjob;
 pub mod cronschedule;
@@ -60,36 +62,39 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, Error> 
     Ok(kube::Client::try_from(cfg)?)
 }
 
-/// Start every controller; they run until the process ends.
+/// Start every controller; they run until the process ends. All of them
+/// share one pod watch ([`podcache::PodCache`]).
 pub fn spawn_all(client: kube::Client) {
     let cfg = ControllersConfig::default();
     // Subscribed before the cache runs: nobody misses the initial list.
     let mut pods = podcache::PodCache::new();
-    let (rs_pods, ep_pods) = (pods.subscribe(), pods.subscribe());
     let store = pods.store();
     tokio::spawn(namespace::run(client.clone()));
     tokio::spawn(replicaset::run_with_pods(
         client.clone(),
         store.clone(),
-        rs_pods,
+        pods.subscribe(),
     ));
     tokio::spawn(deployment::run(client.clone()));
-    tokio::spawn(gc::run(client.clone()));
+    tokio::spawn(gc::run_with_pods(client.clone(), pods.subscribe_events()));
     tokio::spawn(serviceaccount::run(client.clone()));
     tokio::spawn(endpoints::run_with_pods(
         client.clone(),
         store.clone(),
-        ep_pods,
+        pods.subscribe(),
     ));
     tokio::spawn(nodeipam::run(client.clone()));
-    tokio::spawn(resourcequota::run(client.clone()));
-    tokio::spawn(podgc::run(client.clone()));
-    tokio::spawn(nodelifecycle::run_with_pods(
+    tokio::spawn(resourcequota::run_with_pods(
         client.clone(),
-        cfg.node_lifecycle.clone(),
-        store,
+        store.clone(),
+        pods.subscribe(),
     ));
-    spawn_batch_and_sets_but_node_lifecycle(client.clone(), &cfg);
+    tokio::spawn(podgc::run_with_pods(
+        client.clone(),
+        podgc::PodGcConfig::default(),
+        store.clone(),
+    ));
+    spawn_batch_and_sets_with_pods(client.clone(), &cfg, &mut pods);
     tokio::spawn(pods.run(client));
 }
 
@@ -103,20 +108,33 @@ pub struct ControllersConfig {
 }
 
 /// Start the Job, CronJob, StatefulSet, DaemonSet, node lifecycle and
-/// PodDisruptionBudget controllers with `cfg` (the node lifecycle controller
-/// with a pod cache of its own; `spawn_all` shares one instead).
+/// PodDisruptionBudget controllers with `cfg`, sharing one pod watch of their
+/// own (`spawn_all` shares its one with every other controller too).
 pub fn spawn_batch_and_sets(client: kube::Client, cfg: &ControllersConfig) {
-    tokio::spawn(nodelifecycle::run(
-        client.clone(),
-        cfg.node_lifecycle.clone(),
-    ));
-    spawn_batch_and_sets_but_node_lifecycle(client, cfg);
+    let mut pods = podcache::PodCache::new();
+    spawn_batch_and_sets_with_pods(client.clone(), cfg, &mut pods);
+    tokio::spawn(pods.run(client));
 }
 
-fn spawn_batch_and_sets_but_node_lifecycle(client: kube::Client, cfg: &ControllersConfig) {
-    tokio::spawn(job::run(client.clone(), cfg.job.clone()));
+/// The controllers of [`spawn_batch_and_sets`], on `pods` (not running yet).
+fn spawn_batch_and_sets_with_pods(
+    client: kube::Client,
+    cfg: &ControllersConfig,
+    pods: &mut podcache::PodCache,
+) {
+    let store = pods.store();
+    tokio::spawn(nodelifecycle::run_with_pods(
+        client.clone(),
+        cfg.node_lifecycle.clone(),
+        store.clone(),
+    ));
+    tokio::spawn(job::run_with_pods(
+        client.clone(),
+        cfg.job.clone(),
+        pods.subscribe(),
+    ));
     tokio::spawn(cronjob::run(client.clone()));
-    tokio::spawn(statefulset::run(client.clone()));
-    tokio::spawn(daemonset::run(client.clone()));
-    tokio::spawn(disruption::run(client));
+    tokio::spawn(statefulset::run_with_pods(client.clone(), pods.subscribe()));
+    tokio::spawn(daemonset::run_with_pods(client.clone(), pods.subscribe()));
+    tokio::spawn(disruption::run_with_pods(client, store, pods.subscribe()));
 }

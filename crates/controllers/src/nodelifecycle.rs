@@ -191,9 +191,7 @@ pub fn eviction_time(pod: &Pod, taints: &[Taint], now: i64) -> Option<i64> {
 
 /// Run the controller until the process ends (with a pod cache of its own).
 pub async fn run(client: Client, cfg: NodeLifecycleConfig) {
-    let pods = PodCache::new();
-    let store = pods.store();
-    tokio::spawn(pods.run(client.clone()));
+    let store = PodCache::spawn_store(client.clone());
     run_with_pods(client, cfg, store).await;
 }
 

@@ -1,12 +1,15 @@
-//! One watch-fed cache of all pods, shared by the controllers that keep pods
-//! in memory (ReplicaSet, Endpoints, node lifecycle).
+//! One watch-fed cache of all pods, shared by every in-process controller
+//! that looks at pods: ReplicaSet, Endpoints and node lifecycle read it;
+//! Job, StatefulSet, DaemonSet, disruption and resource quota are woken by its
+//! changes ([`subscribe`](PodCache::subscribe)); the garbage collector takes
+//! its watch events ([`subscribe_events`](PodCache::subscribe_events)); pod GC
+//! reads it.
 //!
-//! Each of them used to run its own pod watch into its own reflector store, so
-//! every pod was decoded and held three times over, with its `managedFields`
-//! (two entries of nested JSON maps per pod once the scheduler has written its
-//! status): about 10 KB per pending pod and store, 30 MB for 1,000 pods. Here
-//! one watch feeds one [`Store`] and every subscriber is told which pods
-//! changed (the same `Arc` the store holds, not a copy).
+//! Each of them used to run its own pod watch, so every pod event was sent
+//! over loopback and decoded up to eight times over, with its `managedFields`
+//! (typed entries whose `fieldsV1` becomes a JSON tree), and held in several
+//! stores. Here one watch feeds one [`Store`] and every subscriber is told
+//! which pods changed (the same `Arc` the store holds, not a copy).
 //!
 //! Cached pods are slimmed first ([`slim`]): `metadata.managedFields` and the
 //! `kubectl.kubernetes.io/last-applied-configuration` annotation are dropped.
@@ -46,7 +49,8 @@ pub fn slim(pod: &mut Pod) {
 pub struct PodCache {
     store: Store<Pod>,
     writer: reflector::store::Writer<Pod>,
-    subscribers: Vec<mpsc::UnboundedSender<Arc<Pod>>>,
+    changes: Vec<mpsc::UnboundedSender<Arc<Pod>>>,
+    events: Vec<mpsc::UnboundedSender<watcher::Event<Arc<Pod>>>>,
 }
 
 impl Default for PodCache {
@@ -58,7 +62,8 @@ impl Default for PodCache {
 impl std::fmt::Debug for PodCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PodCache")
-            .field("subscribers", &self.subscribers.len())
+            .field("change_subscribers", &self.changes.len())
+            .field("event_subscribers", &self.events.len())
             .finish_non_exhaustive()
     }
 }
@@ -70,7 +75,8 @@ impl PodCache {
         PodCache {
             store,
             writer,
-            subscribers: Vec::new(),
+            changes: Vec::new(),
+            events: Vec::new(),
         }
     }
 
@@ -79,13 +85,25 @@ impl PodCache {
         self.store.clone()
     }
 
-    /// The pods that change from now on: each applied or deleted pod, and
-    /// every listed pod once a (re)list is complete. A subscriber that lags
-    /// only queues `Arc`s; one that is dropped is forgotten.
+    /// The pods that change from now on: each applied or deleted pod, every
+    /// listed pod once a (re)list is complete, and (as they were last seen)
+    /// the pods a relist found gone. When a pod is handed out the store
+    /// already holds its new state. A subscriber that lags only queues
+    /// `Arc`s; one that is dropped is forgotten.
     pub fn subscribe(&mut self) -> PodChanges {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.subscribers.push(tx);
+        self.changes.push(tx);
         PodChanges { rx }
+    }
+
+    /// The watch events themselves from now on (slimmed, shared), for a
+    /// subscriber that keeps state of its own and must know about relists:
+    /// `Init`, `InitApply` for each listed pod, `InitDone`, then `Apply` and
+    /// `Delete`.
+    pub fn subscribe_events(&mut self) -> PodEvents {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.events.push(tx);
+        PodEvents { rx }
     }
 
     /// A cache of its own for one controller: subscribes once, starts the
@@ -96,6 +114,15 @@ impl PodCache {
         let store = pods.store();
         tokio::spawn(pods.run(client));
         (store, changes)
+    }
+
+    /// A cache of its own for one controller that only reads it: starts the
+    /// watch through `client` and returns the reader.
+    pub fn spawn_store(client: Client) -> Store<Pod> {
+        let pods = PodCache::new();
+        let store = pods.store();
+        tokio::spawn(pods.run(client));
+        store
     }
 
     /// Watch every pod through `client` until the process ends.
@@ -121,6 +148,12 @@ impl PodCache {
 
     fn apply(&mut self, event: watcher::Event<Pod>) {
         let event = event.modify(slim);
+        // What a relist may drop without a Delete event of its own.
+        let before = if matches!(event, watcher::Event::InitDone) && !self.changes.is_empty() {
+            self.store.state()
+        } else {
+            Vec::new()
+        };
         self.writer.apply_watcher_event(&event);
         match event {
             watcher::Event::Apply(pod) => {
@@ -128,19 +161,43 @@ impl PodCache {
                 let cached = self.store.get(&ObjectRef::from_obj(&pod));
                 let pod = cached.unwrap_or_else(|| Arc::new(pod));
                 self.notify(&pod);
+                self.tell(|| watcher::Event::Apply(pod.clone()));
             }
-            watcher::Event::Delete(pod) => self.notify(&Arc::new(pod)),
+            watcher::Event::Delete(pod) => {
+                let pod = Arc::new(pod);
+                self.notify(&pod);
+                self.tell(|| watcher::Event::Delete(pod.clone()));
+            }
             watcher::Event::InitDone => {
+                for old in before {
+                    let now = self.store.get(&ObjectRef::from_obj(old.as_ref()));
+                    if now.is_none_or(|p| p.metadata.uid != old.metadata.uid) {
+                        self.notify(&old);
+                    }
+                }
                 for pod in self.store.state() {
                     self.notify(&pod);
                 }
+                self.tell(|| watcher::Event::InitDone);
             }
-            watcher::Event::Init | watcher::Event::InitApply(_) => {}
+            watcher::Event::Init => self.tell(|| watcher::Event::Init),
+            watcher::Event::InitApply(pod) => {
+                if !self.events.is_empty() {
+                    let pod = Arc::new(pod);
+                    self.tell(|| watcher::Event::InitApply(pod.clone()));
+                }
+            }
         }
     }
 
+    /// Hand `pod` to every change subscriber.
     fn notify(&mut self, pod: &Arc<Pod>) {
-        self.subscribers.retain(|s| s.send(pod.clone()).is_ok());
+        self.changes.retain(|s| s.send(pod.clone()).is_ok());
+    }
+
+    /// Hand the event `make` builds to every event subscriber.
+    fn tell(&mut self, make: impl Fn() -> watcher::Event<Arc<Pod>>) {
+        self.events.retain(|s| s.send(make()).is_ok());
     }
 }
 
@@ -152,6 +209,20 @@ pub struct PodChanges {
 
 impl Stream for PodChanges {
     type Item = Arc<Pod>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// The pod watch events a [`PodCache::subscribe_events`] subscriber receives.
+#[derive(Debug)]
+pub struct PodEvents {
+    rx: mpsc::UnboundedReceiver<watcher::Event<Arc<Pod>>>,
+}
+
+impl Stream for PodEvents {
+    type Item = watcher::Event<Arc<Pod>>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.rx.poll_recv(cx)
@@ -317,5 +388,115 @@ mod tests {
         ])));
         let names: Vec<String> = changes.take(2).map(|p| p.name_any()).collect().await;
         assert_eq!(names, ["a", "b"]);
+    }
+
+    fn with_uid(mut p: Pod, uid: &str) -> Pod {
+        p.metadata.uid = Some(uid.into());
+        p
+    }
+
+    fn names_of(pods: &[Arc<Pod>]) -> Vec<String> {
+        let mut names: Vec<String> = pods
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}@{}",
+                    p.name_any(),
+                    p.resource_version().unwrap_or_default()
+                )
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn a_relist_tells_about_pods_that_went_away_meanwhile() {
+        let mut cache = PodCache::new();
+        let mut changes = cache.subscribe();
+        let store = cache.store();
+        cache
+            .feed(events(vec![
+                watcher::Event::Init,
+                watcher::Event::InitApply(with_uid(pod("gone", "1"), "u-gone")),
+                watcher::Event::InitApply(with_uid(pod("kept", "1"), "u-kept")),
+                watcher::Event::InitApply(with_uid(pod("replaced", "1"), "u-old")),
+                watcher::Event::InitDone,
+                // The watch broke; the relist no longer has `gone`, and
+                // `replaced` is another pod by the same name.
+                watcher::Event::Init,
+                watcher::Event::InitApply(with_uid(pod("kept", "2"), "u-kept")),
+                watcher::Event::InitApply(with_uid(pod("replaced", "5"), "u-new")),
+                watcher::Event::InitDone,
+            ]))
+            .await;
+        let seen = drain(&mut changes);
+        assert_eq!(
+            names_of(&seen[..3]),
+            ["gone@1", "kept@1", "replaced@1"],
+            "first list"
+        );
+        // The vanished and the replaced pods as last seen, then the new list.
+        assert_eq!(names_of(&seen[3..5]), ["gone@1", "replaced@1"]);
+        assert_eq!(names_of(&seen[5..]), ["kept@2", "replaced@5"]);
+        assert!(store.get(&ObjectRef::new("gone").within("ns")).is_none());
+    }
+
+    #[tokio::test]
+    async fn event_subscribers_see_the_watch_events_slimmed() {
+        let mut cache = PodCache::new();
+        let mut evs = cache.subscribe_events();
+        let mut changes = cache.subscribe();
+        let store = cache.store();
+        cache
+            .feed(events(vec![
+                watcher::Event::Init,
+                watcher::Event::InitApply(pod("a", "1")),
+                watcher::Event::InitDone,
+                watcher::Event::Apply(pod("b", "2")),
+                watcher::Event::Delete(pod("a", "3")),
+            ]))
+            .await;
+        let mut got = Vec::new();
+        while let Ok(e) = evs.rx.try_recv() {
+            got.push(e);
+        }
+        let shape: Vec<String> = got
+            .iter()
+            .map(|e| match e {
+                watcher::Event::Init => "init".to_string(),
+                watcher::Event::InitApply(p) => format!("list {}", p.name_any()),
+                watcher::Event::InitDone => "done".to_string(),
+                watcher::Event::Apply(p) => format!("apply {}", p.name_any()),
+                watcher::Event::Delete(p) => format!("delete {}", p.name_any()),
+            })
+            .collect();
+        assert_eq!(shape, ["init", "list a", "done", "apply b", "delete a"]);
+        for e in &got {
+            if let watcher::Event::InitApply(p)
+            | watcher::Event::Apply(p)
+            | watcher::Event::Delete(p) = e
+            {
+                assert_eq!(p.metadata.managed_fields, None);
+                assert!(!p.annotations().contains_key(LAST_APPLIED));
+            }
+        }
+        // The applied pod is the cached one.
+        let b = store.get(&ObjectRef::new("b").within("ns")).expect("b");
+        assert!(matches!(&got[3], watcher::Event::Apply(p) if Arc::ptr_eq(p, &b)));
+        // Change subscribers are not affected by event subscribers.
+        assert_eq!(names_of(&drain(&mut changes)), ["a@1", "a@3", "b@2"]);
+    }
+
+    #[tokio::test]
+    async fn a_store_only_cache_has_no_subscribers_to_fill() {
+        let mut cache = PodCache::new();
+        let store = cache.store();
+        cache.apply(watcher::Event::Init);
+        cache.apply(watcher::Event::InitApply(pod("a", "1")));
+        cache.apply(watcher::Event::InitDone);
+        assert!(cache.changes.is_empty() && cache.events.is_empty());
+        assert!(store.wait_until_ready().await.is_ok());
+        assert_eq!(store.state().len(), 1);
     }
 }

@@ -13,8 +13,8 @@
 //! - force-deletes terminating pods that were never scheduled.
 //!
 //! Force deletion is a DELETE with `gracePeriodSeconds: 0` and a UID
-//! precondition. The collector keeps a small summary of each pod and node
-//! (fed by watches), not whole objects.
+//! precondition. Pods are read from the shared pod cache at each pass (as
+//! small summaries); nodes are summarised from a watch of their own.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -23,10 +23,12 @@ use futures::{stream, FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::reflector::Store;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 use serde_json::json;
 
+use crate::podcache::PodCache;
 use crate::util;
 
 /// Taint an administrator puts on a node that is shut down for good.
@@ -260,103 +262,89 @@ pub enum Error {
     Kube(#[from] kube::Error),
 }
 
-enum Input {
-    Pod(Box<watcher::Event<Pod>>),
-    Node(Box<watcher::Event<Node>>),
-}
-
-/// The collector's caches.
+/// The collector's node cache (pods are read from a [`PodCache`] store).
 #[derive(Debug, Default)]
-struct State {
-    pods: HashMap<String, PodEntry>,
+struct Nodes {
     nodes: HashMap<String, NodeEntry>,
-    pods_synced: bool,
-    nodes_synced: bool,
-    pod_init: Option<HashMap<String, PodEntry>>,
-    node_init: Option<HashMap<String, NodeEntry>>,
+    synced: bool,
+    init: Option<HashMap<String, NodeEntry>>,
 }
 
-impl State {
-    fn apply(&mut self, input: Input) {
-        match input {
-            Input::Pod(ev) => match *ev {
-                watcher::Event::Init => self.pod_init = Some(HashMap::new()),
-                watcher::Event::InitApply(p) => {
-                    let e = PodEntry::from_pod(&p);
-                    self.pod_init
-                        .get_or_insert_with(HashMap::new)
-                        .insert(e.key(), e);
-                }
-                watcher::Event::InitDone => {
-                    self.pods = self.pod_init.take().unwrap_or_default();
-                    self.pods_synced = true;
-                }
-                watcher::Event::Apply(p) => {
-                    let e = PodEntry::from_pod(&p);
-                    self.pods.insert(e.key(), e);
-                }
-                watcher::Event::Delete(p) => {
-                    self.pods.remove(&PodEntry::from_pod(&p).key());
-                }
-            },
-            Input::Node(ev) => {
-                let name = |n: &Node| n.metadata.name.clone().unwrap_or_default();
-                match *ev {
-                    watcher::Event::Init => self.node_init = Some(HashMap::new()),
-                    watcher::Event::InitApply(n) => {
-                        self.node_init
-                            .get_or_insert_with(HashMap::new)
-                            .insert(name(&n), NodeEntry::from_node(&n));
-                    }
-                    watcher::Event::InitDone => {
-                        self.nodes = self.node_init.take().unwrap_or_default();
-                        self.nodes_synced = true;
-                    }
-                    watcher::Event::Apply(n) => {
-                        self.nodes.insert(name(&n), NodeEntry::from_node(&n));
-                    }
-                    watcher::Event::Delete(n) => {
-                        self.nodes.remove(&name(&n));
-                    }
-                }
+impl Nodes {
+    fn apply(&mut self, ev: watcher::Event<Node>) {
+        let name = |n: &Node| n.metadata.name.clone().unwrap_or_default();
+        match ev {
+            watcher::Event::Init => self.init = Some(HashMap::new()),
+            watcher::Event::InitApply(n) => {
+                self.init
+                    .get_or_insert_with(HashMap::new)
+                    .insert(name(&n), NodeEntry::from_node(&n));
+            }
+            watcher::Event::InitDone => {
+                self.nodes = self.init.take().unwrap_or_default();
+                self.synced = true;
+            }
+            watcher::Event::Apply(n) => {
+                self.nodes.insert(name(&n), NodeEntry::from_node(&n));
+            }
+            watcher::Event::Delete(n) => {
+                self.nodes.remove(&name(&n));
             }
         }
     }
 }
 
-/// Run the collector with default settings until the process ends.
+/// The summaries of the pods in `pods`, or `None` before it has been listed.
+pub fn pod_entries(pods: &Store<Pod>) -> Option<Vec<PodEntry>> {
+    match pods.wait_until_ready().now_or_never() {
+        Some(Ok(())) => Some(pods.state().iter().map(|p| PodEntry::from_pod(p)).collect()),
+        _ => None,
+    }
+}
+
+/// Run the collector with default settings until the process ends (with a
+/// pod cache of its own).
 pub async fn run(client: Client) {
     run_with(client, PodGcConfig::default()).await
 }
 
-/// Run the collector with `cfg` until the process ends.
+/// Run the collector with `cfg` until the process ends (with a pod cache of
+/// its own).
 pub async fn run_with(client: Client, cfg: PodGcConfig) {
-    let pods = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+    let pods = PodCache::spawn_store(client.clone());
+    run_with_pods(client, cfg, pods).await
+}
+
+/// Run the collector with `cfg` until the process ends, reading pods from a
+/// shared [`PodCache`]'s `store` at each pass.
+pub async fn run_with_pods(client: Client, cfg: PodGcConfig, pods: Store<Pod>) {
+    let mut node_events = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
         .default_backoff()
-        .filter_map(|r| async move { r.ok().map(|e| Input::Pod(Box::new(e))) });
-    let nodes = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .filter_map(|r| async move { r.ok().map(|e| Input::Node(Box::new(e))) });
-    let mut inputs = stream::select(pods, nodes).boxed();
-    let mut state = State::default();
+        .filter_map(|r| async move { r.ok() })
+        .boxed();
+    let mut nodes = Nodes::default();
     let mut quarantine = Quarantine::default();
     let mut tick = tokio::time::interval(cfg.period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            input = inputs.next() => match input {
-                Some(i) => state.apply(i),
+            ev = node_events.next() => match ev {
+                Some(ev) => nodes.apply(ev),
                 None => return,
             },
             _ = tick.tick() => {
                 // Take in whatever is already queued before deciding anything.
-                while let Some(Some(i)) = inputs.next().now_or_never() {
-                    state.apply(i);
+                while let Some(Some(ev)) = node_events.next().now_or_never() {
+                    nodes.apply(ev);
                 }
-                if state.pods_synced && state.nodes_synced {
-                    if let Err(e) = pass(&client, &cfg, &state, &mut quarantine).await {
-                        tracing::warn!(error = %e, "pod GC: pass failed");
-                    }
+                if !nodes.synced {
+                    continue;
+                }
+                let Some(entries) = pod_entries(&pods) else {
+                    continue;
+                };
+                if let Err(e) = pass(&client, &cfg, &entries, &nodes.nodes, &mut quarantine).await {
+                    tracing::warn!(error = %e, "pod GC: pass failed");
                 }
             }
         }
@@ -372,29 +360,30 @@ struct Victim {
 async fn pass(
     client: &Client,
     cfg: &PodGcConfig,
-    state: &State,
+    pods: &[PodEntry],
+    nodes: &HashMap<String, NodeEntry>,
     quarantine: &mut Quarantine,
 ) -> Result<(), Error> {
     let mut victims: Vec<Victim> = Vec::new();
-    for p in terminated_over_threshold(state.pods.values(), cfg.terminated_pod_threshold) {
+    for p in terminated_over_threshold(pods, cfg.terminated_pod_threshold) {
         victims.push(Victim {
             pod: p.clone(),
             patch_message: None,
         });
     }
-    for p in terminating_out_of_service(state.pods.values(), &state.nodes) {
+    for p in terminating_out_of_service(pods, nodes) {
         victims.push(Victim {
             pod: p.clone(),
             patch_message: Some("PodGC: node is out of service"),
         });
     }
-    for p in unscheduled_terminating(state.pods.values()) {
+    for p in unscheduled_terminating(pods) {
         victims.push(Victim {
             pod: p.clone(),
             patch_message: None,
         });
     }
-    let missing = missing_nodes(state.pods.values(), &state.nodes);
+    let missing = missing_nodes(pods, nodes);
     let due = quarantine.update(&missing, Instant::now(), cfg.quarantine);
     let node_api: Api<Node> = Api::all(client.clone());
     for node in due {
@@ -403,7 +392,7 @@ async fn pass(
             Some(_) => continue,
             None => {
                 quarantine.forget(&node);
-                for p in state.pods.values() {
+                for p in pods {
                     if p.node.as_deref() == Some(node.as_str()) {
                         victims.push(Victim {
                             pod: p.clone(),
@@ -632,19 +621,41 @@ mod tests {
     }
 
     #[test]
-    fn state_replaces_caches_on_relist() {
-        let mk = |name: &str| -> Pod {
-            serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ns"}})).unwrap()
+    fn node_cache_is_replaced_on_relist() {
+        let mk = |name: &str| -> Node {
+            serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
         };
-        let mut s = State::default();
-        s.apply(Input::Pod(Box::new(watcher::Event::Apply(mk("stale")))));
-        s.apply(Input::Pod(Box::new(watcher::Event::Init)));
-        s.apply(Input::Pod(Box::new(watcher::Event::InitApply(mk("fresh")))));
-        assert!(!s.pods_synced);
-        s.apply(Input::Pod(Box::new(watcher::Event::InitDone)));
-        assert!(s.pods_synced);
-        assert_eq!(s.pods.keys().collect::<Vec<_>>(), ["ns/fresh"]);
-        s.apply(Input::Pod(Box::new(watcher::Event::Delete(mk("fresh")))));
-        assert!(s.pods.is_empty());
+        let mut n = Nodes::default();
+        n.apply(watcher::Event::Apply(mk("stale")));
+        n.apply(watcher::Event::Init);
+        n.apply(watcher::Event::InitApply(mk("fresh")));
+        assert!(!n.synced);
+        n.apply(watcher::Event::InitDone);
+        assert!(n.synced);
+        assert_eq!(n.nodes.keys().collect::<Vec<_>>(), ["fresh"]);
+        n.apply(watcher::Event::Delete(mk("fresh")));
+        assert!(n.nodes.is_empty());
+    }
+
+    #[test]
+    fn pods_are_summarised_from_the_cache_once_listed() {
+        use kube::runtime::reflector;
+        let (store, mut writer) = reflector::store::<Pod>();
+        assert!(pod_entries(&store).is_none(), "not listed yet");
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u"},
+            "spec": {"nodeName": "n1", "containers": []},
+            "status": {"phase": "Succeeded"}
+        }))
+        .unwrap();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitApply(p));
+        assert!(pod_entries(&store).is_none(), "list not complete");
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let entries = pod_entries(&store).expect("listed");
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].key(), "ns/p");
+        assert!(entries[0].terminated());
+        assert_eq!(entries[0].node.as_deref(), Some("n1"));
     }
 }

@@ -20,30 +20,41 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use crate::util::{self, SyncError};
+use crate::podcache::{PodCache, PodChanges};
+use crate::util::{SyncError, TriggeredController};
 
 /// How long a failed quota sync waits before it is retried.
 const RETRY: Duration = Duration::from_secs(2);
 
-/// Run the controller until the process ends.
-pub async fn run(client: Client) {
-    // Any pod change may change the usage of every quota of its namespace.
-    let controller = util::woken_by_pods(&client, |_: &ResourceQuota, _| true);
-    let ctx = Arc::new(client);
-    util::run_controller(
-        "resourcequota controller",
-        controller,
-        reconcile,
-        ctx,
-        RETRY,
-    )
-    .await;
+struct Ctx {
+    client: Client,
+    pods: Store<Pod>,
 }
 
-async fn reconcile(q: Arc<ResourceQuota>, client: Arc<Client>) -> Result<Action, SyncError> {
+/// Run the controller until the process ends (with a pod cache of its own).
+pub async fn run(client: Client) {
+    let (store, changes) = PodCache::spawn_private(client.clone());
+    run_with_pods(client, store, changes).await;
+}
+
+/// Run the controller until the process ends, counting pods from a shared
+/// [`PodCache`]'s `store` and woken by its `changes`.
+pub async fn run_with_pods(client: Client, pods: Store<Pod>, changes: PodChanges) {
+    // Any pod change may change the usage of every quota of its namespace.
+    let controller = TriggeredController::new(Api::<ResourceQuota>::all(client.clone()))
+        .woken_by_pods(changes, |_: &ResourceQuota, _| true);
+    let ctx = Arc::new(Ctx { client, pods });
+    controller
+        .run("resourcequota controller", reconcile, ctx, RETRY)
+        .await;
+}
+
+async fn reconcile(q: Arc<ResourceQuota>, ctx: Arc<Ctx>) -> Result<Action, SyncError> {
+    let client = &ctx.client;
     let ns = q.namespace().unwrap_or_default();
     let hard = q
         .spec
@@ -51,7 +62,11 @@ async fn reconcile(q: Arc<ResourceQuota>, client: Arc<Client>) -> Result<Action,
         .and_then(|s| s.hard.clone())
         .unwrap_or_default();
     let keys: Vec<String> = hard.keys().cloned().collect();
-    let used = usage(&client, &ns, &keys).await?;
+    // Nothing is counted before the pod cache has been listed.
+    if ctx.pods.wait_until_ready().await.is_err() {
+        return Ok(Action::requeue(RETRY));
+    }
+    let used = usage(client, &ctx.pods, &ns, &keys).await?;
     let used: BTreeMap<String, Quantity> = used
         .into_iter()
         .map(|(k, v)| {
@@ -61,7 +76,7 @@ async fn reconcile(q: Arc<ResourceQuota>, client: Arc<Client>) -> Result<Action,
         .collect();
     let status = q.status.clone().unwrap_or_default();
     if status.hard.as_ref() != Some(&hard) || status.used.as_ref() != Some(&used) {
-        let api: Api<ResourceQuota> = Api::namespaced((*client).clone(), &ns);
+        let api: Api<ResourceQuota> = Api::namespaced(client.clone(), &ns);
         let patch = json!({"status": {"hard": hard, "used": used}});
         api.patch_status(
             &q.name_any(),
@@ -73,9 +88,11 @@ async fn reconcile(q: Arc<ResourceQuota>, client: Arc<Client>) -> Result<Action,
     Ok(Action::requeue(Duration::from_secs(10)))
 }
 
-/// Usage in namespace `ns` of each quota key in `keys`, in milli-units.
+/// Usage in namespace `ns` of each quota key in `keys`, in milli-units (pods
+/// as `pods` holds them, everything else listed live).
 async fn usage(
     client: &Client,
+    pods: &Store<Pod>,
     ns: &str,
     keys: &[String],
 ) -> Result<BTreeMap<String, i128>, SyncError> {
@@ -91,8 +108,7 @@ async fn usage(
             || k.starts_with("limits.")
     });
     if pod_keys {
-        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-        for p in pods.list(&lp).await?.items {
+        for p in pods.state_filter(|p| p.metadata.namespace.as_deref() == Some(ns)) {
             let u = pod_usage(&p);
             if u.contains_key("pods") {
                 add(&mut used, "count/pods", 1000);
@@ -298,5 +314,63 @@ mod tests {
             ..Default::default()
         });
         assert!(pod_usage(&p).is_empty());
+    }
+
+    #[tokio::test]
+    async fn pods_are_counted_from_the_cache_and_the_rest_listed() {
+        use crate::util::fake::{self, Reply};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+        use kube::runtime::{reflector, watcher};
+
+        let pod = |name: &str, ns: &str, cpu: &str, phase: &str| Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    resources: Some(ResourceRequirements {
+                        requests: Some([("cpu".to_string(), Quantity(cpu.into()))].into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                ..Default::default()
+            }),
+        };
+        let (store, mut writer) = reflector::store::<Pod>();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for p in [
+            pod("a", "ns", "600m", "Running"),
+            pod("b", "ns", "200m", "Pending"),
+            pod("done", "ns", "1", "Succeeded"),
+            pod("x", "other", "1", "Running"),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::InitApply(p));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let (client, seen) = fake::client(|r| match r.path.as_str() {
+            "/api/v1/namespaces/ns/configmaps" => Reply::ok(&serde_json::json!({
+                "apiVersion": "v1", "kind": "ConfigMapList", "metadata": {},
+                "items": [{"metadata": {"name": "one", "namespace": "ns"}}],
+            })),
+            _ => Reply::status(404),
+        });
+        let keys: Vec<String> = ["pods", "requests.cpu", "count/configmaps", "cpu"]
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        let used = usage(&client, &store, "ns", &keys).await.unwrap();
+        assert_eq!(used["pods"], 2000);
+        assert_eq!(used["requests.cpu"], 800);
+        assert_eq!(used["cpu"], 800);
+        assert_eq!(used["count/configmaps"], 1000);
+        let paths: Vec<String> = seen.requests().into_iter().map(|r| r.path).collect();
+        assert_eq!(paths, ["/api/v1/namespaces/ns/configmaps"]);
     }
 }

@@ -21,26 +21,29 @@ use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 
 use crate::events::{EventType, Recorder};
+use crate::podcache::{PodCache, PodChanges};
 use crate::revision::{self, Owner, REVISION_HASH};
-use crate::util::{self, Context, SyncError};
+use crate::util::{self, Context, SyncError, TriggeredController};
 
 /// Label with the pod's name.
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 /// Label with the pod's ordinal.
 pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 
-/// Run the controller until the process ends.
+/// Run the controller until the process ends (with a pod cache of its own).
 pub async fn run(client: Client) {
+    let (_, changes) = PodCache::spawn_private(client.clone());
+    run_with_pods(client, changes).await;
+}
+
+/// Run the controller until the process ends, woken by the `changes` of a
+/// shared [`PodCache`] (its pods are still listed live on each sync).
+pub async fn run_with_pods(client: Client, changes: PodChanges) {
     let ctx = Context::new(client.clone(), "statefulset-controller");
-    let controller = util::owning::<StatefulSet, Pod>(&client);
-    util::run_controller(
-        "statefulset controller",
-        controller,
-        reconcile,
-        ctx,
-        util::RETRY,
-    )
-    .await;
+    TriggeredController::new(Api::<StatefulSet>::all(client))
+        .owns_pods(changes)
+        .run("statefulset controller", reconcile, ctx, util::RETRY)
+        .await;
 }
 
 /// The ordinal of a pod named `<sts>-<n>`.

@@ -1,21 +1,23 @@
 //! Helpers shared by the controllers: label selectors, owner references, pod
 //! readiness, int-or-percent values and template hashing; the controller
 //! scaffolding ([`SyncError`], [`Context`], [`requeue_on_error`],
-//! [`run_controller`], [`run_applier`]); API calls made the same way
+//! [`run_controller`], [`run_applier`], [`TriggeredController`]); API calls made the same way
 //! everywhere ([`get_live`], [`list_controlled`], [`delete_same`],
 //! [`set_owner_refs`], [`patch_status`]) and [`PodControl`].
 
 mod api;
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 mod podcontrol;
 mod scaffold;
+mod triggered;
 
 pub use api::{delete_same, get_live, list_controlled, patch_status, set_owner_refs};
 pub use podcontrol::PodControl;
 pub use scaffold::{
-    owning, requeue_on_error, run_applier, run_controller, woken_by_pods, Context, SyncError, RETRY,
+    owning, requeue_on_error, run_applier, run_controller, Context, SyncError, RETRY,
 };
+pub use triggered::{concerned, pod_owners, TriggeredController};
 
 use std::collections::BTreeMap;
 

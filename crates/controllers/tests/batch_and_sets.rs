@@ -1,7 +1,8 @@
-//! End-to-end: Jobs, CronJobs, StatefulSets, DaemonSets and node lifecycle
-//! inside one real navarch server, driven by kubectl. The scenarios run
-//! concurrently (each in its own namespace) to keep the wall time down; the
-//! CronJob one waits for a real minute boundary (< 65 s).
+//! End-to-end: Jobs, CronJobs, StatefulSets, DaemonSets, node lifecycle,
+//! PodDisruptionBudget status and ResourceQuota usage inside one real navarch
+//! server, driven by kubectl. The scenarios run concurrently (each in its own
+//! namespace) to keep the wall time down; the CronJob one waits for a real
+//! minute boundary (< 65 s).
 
 mod common;
 
@@ -483,6 +484,117 @@ spec:
     .unwrap_or_else(|| panic!("taints not removed; log:\n{}", c.log()));
 }
 
+/// A bare pod nobody schedules (no scheduler by that name): it stays off the
+/// fake nodes the other scenarios create and their lifecycle.
+fn unscheduled_pod(ns: &str, name: &str, app: &str, cpu: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: {ns}
+  labels: {{app: {app}}}
+spec:
+  schedulerName: nobody
+  containers:
+  - name: app
+    image: busybox
+    resources: {{requests: {{cpu: {cpu}}}}}
+"#
+    )
+}
+
+fn disruption_budget_follows_pods(c: &Cluster) {
+    let n = "pdb";
+    ns(c, n);
+    c.apply(&format!(
+        r#"apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: budget
+  namespace: {n}
+spec:
+  minAvailable: 1
+  selector:
+    matchLabels: {{app: web}}
+"#
+    ));
+    for (name, app) in [("web-1", "web"), ("web-2", "web"), ("db", "db")] {
+        c.apply(&unscheduled_pod(n, name, app, "100m"));
+    }
+    c.ready_pods(n);
+    let status = |healthy: i64, expected: i64, allowed: i64| {
+        eventually(WAIT, || {
+            let b = c.json(&["get", "pdb", "budget", "-n", n]);
+            let s = &b["status"];
+            (s["currentHealthy"] == healthy
+                && s["expectedPods"] == expected
+                && s["disruptionsAllowed"] == allowed)
+                .then_some(b)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "budget not {healthy}/{expected}/{allowed}: {}; log:\n{}",
+                c.json(&["get", "pdb", "budget", "-n", n]),
+                c.log()
+            )
+        })
+    };
+    let b = status(2, 2, 1);
+    assert_eq!(b["status"]["desiredHealthy"], 1);
+    assert!(condition(&b, "DisruptionAllowed").is_some(), "{b}");
+    // A selected pod fails: it no longer counts.
+    set_phase(c, n, "web-2", "Failed");
+    let b = status(1, 1, 0);
+    assert!(condition(&b, "DisruptionAllowed").is_none(), "{b}");
+    // A new one comes up ready.
+    c.apply(&unscheduled_pod(n, "web-3", "web", "100m"));
+    c.ready_pods(n);
+    status(2, 2, 1);
+}
+
+fn quota_usage_follows_pods(c: &Cluster) {
+    let n = "quota";
+    ns(c, n);
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: ResourceQuota
+metadata:
+  name: q
+  namespace: {n}
+spec:
+  hard: {{pods: "10", requests.cpu: "4"}}
+"#
+    ));
+    for name in ["a", "b", "c"] {
+        c.apply(&unscheduled_pod(n, name, "x", "500m"));
+    }
+    let used = |want: &str| {
+        eventually(WAIT, || {
+            let q = c.json(&["get", "resourcequota", "q", "-n", n]);
+            let u = &q["status"]["used"];
+            let got = format!(
+                "{} {}",
+                u["pods"].as_str().unwrap_or(""),
+                u["requests.cpu"].as_str().unwrap_or("")
+            );
+            (got == want).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "quota usage not {want}: {}; log:\n{}",
+                c.json(&["get", "resourcequota", "q", "-n", n]),
+                c.log()
+            )
+        })
+    };
+    used("3 1500m");
+    // A finished pod and a deleted one stop counting.
+    set_phase(c, n, "a", "Succeeded");
+    c.ok(&["delete", "pod", "b", "-n", n, "--wait=false"]);
+    used("1 500m");
+}
+
 #[test]
 fn batch_sets_and_node_lifecycle() {
     let c = Arc::new(Cluster::start());
@@ -495,6 +607,8 @@ fn batch_sets_and_node_lifecycle() {
             s.spawn(|| daemonset_per_node(&c)),
             s.spawn(|| daemonset_all_nodes(&c)),
             s.spawn(|| node_goes_silent(&c)),
+            s.spawn(|| disruption_budget_follows_pods(&c)),
+            s.spawn(|| quota_usage_follows_pods(&c)),
         ];
         let failures: Vec<String> = handles
             .into_iter()

@@ -8,11 +8,10 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::{applier, Action, Config, Controller, ReconcileRequest};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
 use super::DrainLogged;
@@ -73,29 +72,6 @@ where
         .owns(Api::<C>::all(client.clone()), watcher::Config::default())
 }
 
-/// A controller of the namespaced `P` objects that any pod change also wakes:
-/// for the `P` objects of the pod's namespace that `concerns` it.
-pub fn woken_by_pods<P>(
-    client: &Client,
-    concerns: impl Fn(&P, &Pod) -> bool + Send + Sync + 'static,
-) -> Controller<P>
-where
-    P: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    let controller = Controller::new(Api::<P>::all(client.clone()), watcher::Config::default());
-    let store = controller.store();
-    let pods = Api::<Pod>::all(client.clone());
-    controller.watches(pods, watcher::Config::default(), move |pod: Pod| {
-        let ns = pod.namespace();
-        store
-            .state()
-            .iter()
-            .filter(|o| o.namespace() == ns && concerns(o, &pod))
-            .map(|o| ObjectRef::from_obj(o.as_ref()))
-            .collect::<Vec<_>>()
-    })
-}
-
 /// Run `controller` until its streams end, syncing objects with `reconcile`:
 /// a failed sync is warned about and retried after `retry`
 /// ([`requeue_on_error`]); `name` (e.g. `"job controller"`) labels the logs.
@@ -149,6 +125,7 @@ pub async fn run_applier<K, C, Q, Fut, E>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Pod;
 
     #[test]
     fn error_policy_requeues_after_the_given_delay() {

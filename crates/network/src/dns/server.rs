@@ -163,25 +163,43 @@ pub struct DnsServer {
 }
 
 impl DnsServer {
-    /// Bind UDP and TCP on `addr` (port 0: any, the same number for both is not
-    /// guaranteed then; see [`DnsServer::local_addrs`]).
+    /// Bind UDP and TCP on `addr`. With port 0 both get the same free port when one
+    /// can be found in a few tries (a UDP port's TCP twin may be taken by another
+    /// process); failing that TCP takes any port (see [`DnsServer::local_addrs`]).
     pub async fn bind(addr: SocketAddr, handler: Handler) -> Result<Self, Error> {
-        let udp = UdpSocket::bind(addr)
-            .await
-            .map_err(|e| Error::Io(format!("dns udp bind {addr}"), e))?;
-        let tcp_addr = if addr.port() == 0 {
-            udp.local_addr().map_err(|e| Error::Io("dns".into(), e))?
-        } else {
-            addr
+        let bind_udp = |a: SocketAddr| async move {
+            UdpSocket::bind(a)
+                .await
+                .map_err(|e| Error::Io(format!("dns udp bind {a}"), e))
         };
-        let tcp = TcpListener::bind(tcp_addr)
-            .await
-            .map_err(|e| Error::Io(format!("dns tcp bind {tcp_addr}"), e))?;
-        Ok(Self {
+        let bind_tcp = |a: SocketAddr| async move {
+            TcpListener::bind(a)
+                .await
+                .map_err(|e| Error::Io(format!("dns tcp bind {a}"), e))
+        };
+        if addr.port() != 0 {
+            let udp = bind_udp(addr).await?;
+            let tcp = bind_tcp(addr).await?;
+            return Ok(Self::new(udp, tcp, handler));
+        }
+        for _ in 0..16 {
+            let udp = bind_udp(addr).await?;
+            let same = udp.local_addr().map_err(|e| Error::Io("dns".into(), e))?;
+            if let Ok(tcp) = TcpListener::bind(same).await {
+                return Ok(Self::new(udp, tcp, handler));
+            }
+        }
+        let udp = bind_udp(addr).await?;
+        let tcp = bind_tcp(addr).await?;
+        Ok(Self::new(udp, tcp, handler))
+    }
+
+    fn new(udp: UdpSocket, tcp: TcpListener, handler: Handler) -> Self {
+        Self {
             udp: Arc::new(udp),
             tcp,
             handler,
-        })
+        }
     }
 
     /// Serve on sockets created elsewhere (e.g. bound inside another network
