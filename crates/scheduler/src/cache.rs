@@ -3,7 +3,7 @@
 //! inter-pod affinity and topology spreading. Assumed pods (bound or being bound by
 //! this scheduler) count as placed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -86,6 +86,9 @@ pub struct Cache {
     pub(crate) nodes: Vec<NodeInfo>,
     node_idx: HashMap<String, usize>,
     pods: HashMap<String, CachedPod>,
+    /// Placed pods by label: key -> value -> pod keys. A term seen for the first
+    /// time is counted over the pods carrying its indexed label only.
+    pods_by_label: HashMap<String, HashMap<String, HashSet<String>>>,
     namespaces: HashMap<String, Labels>,
     pub(crate) counted: Vec<Counted>,
     counted_index: TermIndex,
@@ -244,6 +247,7 @@ impl Cache {
         let Some(p) = self.pods.remove(key) else {
             return;
         };
+        self.unindex_labels(&p.info);
         if let Some(&i) = self.node_idx.get(&p.info.node_name) {
             self.nodes[i].remove_pod(&p.info);
             if !self.terms_dirty {
@@ -269,8 +273,40 @@ impl Cache {
                 self.account(&info, i, 1);
             }
         }
+        self.index_labels(&info);
         self.pods
             .insert(info.key.clone(), CachedPod { info, assumed });
+    }
+
+    fn index_labels(&mut self, p: &PodInfo) {
+        for (k, v) in &p.labels {
+            let by_value = match self.pods_by_label.get_mut(k) {
+                Some(m) => m,
+                None => self.pods_by_label.entry(k.clone()).or_default(),
+            };
+            let keys = match by_value.get_mut(v) {
+                Some(s) => s,
+                None => by_value.entry(v.clone()).or_default(),
+            };
+            keys.insert(p.key.clone());
+        }
+    }
+
+    fn unindex_labels(&mut self, p: &PodInfo) {
+        for (k, v) in &p.labels {
+            let Some(by_value) = self.pods_by_label.get_mut(k) else {
+                continue;
+            };
+            if let Some(keys) = by_value.get_mut(v) {
+                keys.remove(&p.key);
+                if keys.is_empty() {
+                    by_value.remove(v);
+                }
+            }
+            if by_value.is_empty() {
+                self.pods_by_label.remove(k);
+            }
+        }
     }
 
     /// Update the per-term and per-owner counts for a pod placed on (delta 1) or
@@ -376,7 +412,20 @@ impl Cache {
             by_domain: HashMap::new(),
             total: 0,
         };
-        for p in self.pods.values() {
+        // Only the pods carrying the selector's indexed label can match; without
+        // one (e.g. only `Exists` requirements), every placed pod is looked at.
+        let candidates: Box<dyn Iterator<Item = &CachedPod>> = match key.selector.index_label() {
+            Some((lk, lv)) => Box::new(
+                self.pods_by_label
+                    .get(lk)
+                    .and_then(|m| m.get(lv))
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|k| self.pods.get(k)),
+            ),
+            None => Box::new(self.pods.values()),
+        };
+        for p in candidates {
             // The label selector first: it rejects most pods without hashing the
             // node and namespace names.
             if !key.selector.matches(&p.info.labels) {

@@ -769,3 +769,41 @@ fn pod_info_reads_scheduler_fields() {
     assert_eq!(i.priority, 7);
     assert_eq!(i.key, "default/a");
 }
+
+#[test]
+fn new_terms_count_pods_by_their_current_labels() {
+    let mut c = cache(vec![
+        node("a", "8", "8Gi", json!({})),
+        node("b", "8", "8Gi", json!({})),
+        node("c", "8", "8Gi", json!({})),
+    ]);
+    c.upsert_pod(&bound("p1", "a", json!({"app": "web"}), json!({})));
+    c.upsert_pod(&bound("p2", "b", json!({"app": "web"}), json!({})));
+    c.upsert_pod(&bound("p3", "c", json!({"app": "db"}), json!({})));
+    // Relabelled and removed pods leave the label index.
+    c.upsert_pod(&bound("p2", "b", json!({"app": "db"}), json!({})));
+    c.remove_pod("default/p1");
+    // The `app=db` term is first seen now: db pods are on b and c only.
+    let placed = c
+        .schedule_one(&pod("d1", "1", "1Mi", {
+            let mut v = anti("db", "kubernetes.io/hostname");
+            v["metadata"]["labels"] = json!({"role": "probe"});
+            v
+        }))
+        .unwrap();
+    assert_eq!(placed, "a");
+    // A selector with no single-valued `In` requirement looks at every pod.
+    let exists = json!({"metadata": {"labels": {"role": "probe2"}}, "spec": {"affinity": {"podAntiAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]},
+             "topologyKey": "kubernetes.io/hostname"}]}}}});
+    assert_eq!(
+        c.schedule_one(&pod("e1", "1", "1Mi", exists.clone()))
+            .unwrap(),
+        "a"
+    );
+    c.remove_pod("default/p3");
+    c.remove_pod("default/e1");
+    let placed = c.schedule_one(&pod("e2", "1", "1Mi", exists)).unwrap();
+    assert_ne!(placed, "b");
+}
