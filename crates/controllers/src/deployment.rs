@@ -68,7 +68,15 @@ pub async fn run(client: Client) {
         .try_flatten();
     let ctx = Context::new(client, "deployment-controller");
     let queue = stream::select(d_triggers, rs_triggers);
-    util::run_applier("deployment controller", d_store, queue, reconcile, ctx).await;
+    util::run_applier(
+        "deployment controller",
+        d_store,
+        queue,
+        reconcile,
+        ctx,
+        util::RETRY,
+    )
+    .await;
 }
 
 fn owners_of(store: &Store<Deployment>, rs: &ReplicaSet) -> Vec<ObjectRef<Deployment>> {

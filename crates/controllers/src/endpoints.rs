@@ -108,7 +108,15 @@ pub async fn run_with_pods(client: Client, pod_store: Store<Pod>, changes: PodCh
         client,
         pods: pod_store,
     });
-    util::run_applier("endpoints controller", svc_store, queue, reconcile, ctx).await;
+    util::run_applier(
+        "endpoints controller",
+        svc_store,
+        queue,
+        reconcile,
+        ctx,
+        util::RETRY,
+    )
+    .await;
 }
 
 async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, SyncError> {

@@ -146,7 +146,15 @@ pub async fn run_with_pods(client: Client, pod_store: Store<Pod>, changes: PodCh
         expectations: Expectations::default(),
         recorder: Recorder::new(client, "replicaset-controller"),
     });
-    util::run_applier("replicaset controller", rs_store, queue, reconcile, ctx).await;
+    util::run_applier(
+        "replicaset controller",
+        rs_store,
+        queue,
+        reconcile,
+        ctx,
+        util::RETRY,
+    )
+    .await;
 }
 
 /// The ReplicaSets a pod event concerns: its controller, or (for an orphan)

@@ -94,13 +94,14 @@ pub async fn run_controller<K, C, Fut, E>(
 }
 
 /// Like [`run_controller`] for a controller fed by its own `queue` of objects
-/// to sync (looked up in `store`), retrying failed syncs after [`RETRY`].
+/// to sync (looked up in `store`), retrying failed syncs after `retry`.
 pub async fn run_applier<K, C, Q, Fut, E>(
     name: &'static str,
     store: Store<K>,
     queue: Q,
     mut reconcile: impl FnMut(Arc<K>, Arc<C>) -> Fut,
     ctx: Arc<C>,
+    retry: Duration,
 ) where
     K: Resource + Clone + 'static,
     K::DynamicType: Eq + Hash + Clone + Debug + Unpin,
@@ -112,7 +113,7 @@ pub async fn run_applier<K, C, Q, Fut, E>(
 {
     applier(
         move |obj, ctx| Box::pin(reconcile(obj, ctx)),
-        requeue_on_error(name, RETRY),
+        requeue_on_error(name, retry),
         ctx,
         store,
         queue,

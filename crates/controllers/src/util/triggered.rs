@@ -5,9 +5,9 @@
 //! kube-runtime's [`Controller`](kube::runtime::Controller) takes external
 //! trigger streams only behind its `unstable-runtime` features, which the
 //! workspace does not enable; this builds the same thing from its stable parts
-//! ([`applier`], [`trigger_self`], [`trigger_with`], a reflector): the
+//! ([`applier`](kube::runtime::controller::applier), [`trigger_self`], [`trigger_with`], a reflector): the
 //! controlled objects' own watch into a store, reconciles on their own tasks,
-//! and the [`requeue_on_error`] policy.
+//! and the [`requeue_on_error`](super::requeue_on_error) policy.
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -18,7 +18,7 @@ use futures::stream::{self, BoxStream, SelectAll};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::{
-    applier, trigger_self, trigger_with, Action, Config, ReconcileReason, ReconcileRequest,
+    trigger_self, trigger_with, Action, ReconcileReason, ReconcileRequest,
 };
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::utils::CancelableJoinHandle;
@@ -26,8 +26,6 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
-
-use super::{requeue_on_error, DrainLogged};
 
 type Trigger<K> = BoxStream<'static, Result<ReconcileRequest<K>, watcher::Error>>;
 
@@ -144,9 +142,10 @@ where
     }
 
     /// Run until the triggers end, syncing objects with `reconcile` (each on a
-    /// task of its own, at most one at a time per object): a failed sync is
-    /// warned about and retried after `retry` ([`requeue_on_error`]); `name`
-    /// labels the logs. As [`run_controller`](super::run_controller).
+    /// task of its own, at most one at a time per object, as
+    /// [`Controller::run`](kube::runtime::Controller::run) does): a failed sync
+    /// is warned about and retried after `retry`; `name` labels the logs. As
+    /// [`run_applier`](super::run_applier).
     pub async fn run<C, Fut, E>(
         self,
         name: &'static str,
@@ -157,21 +156,13 @@ where
         Fut: Future<Output = Result<Action, E>> + Send + 'static,
         E: std::error::Error + Send + 'static,
     {
-        applier(
-            move |obj, ctx| {
-                CancelableJoinHandle::spawn(
-                    reconcile(obj, ctx).in_current_span(),
-                    &tokio::runtime::Handle::current(),
-                )
-            },
-            requeue_on_error(name, retry),
-            ctx,
-            self.store,
-            self.triggers,
-            Config::default(),
-        )
-        .drain_logged(name)
-        .await;
+        let spawned = move |obj, ctx| {
+            CancelableJoinHandle::spawn(
+                reconcile(obj, ctx).in_current_span(),
+                &tokio::runtime::Handle::current(),
+            )
+        };
+        super::run_applier(name, self.store, self.triggers, spawned, ctx, retry).await;
     }
 }
 
