@@ -240,13 +240,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         navarch_controllers::spawn_all(client.clone());
     }
     if !args.disable_scheduler {
-        let client = client.clone();
-        tokio::spawn(async move {
-            let cfg = navarch_scheduler::SchedulerConfig::default();
-            if let Err(e) = navarch_scheduler::run(cfg, client).await {
-                tracing::error!(error = %e, "scheduler stopped");
-            }
-        });
+        spawn_scheduler(running.kubeconfig.clone())?;
     }
     if !args.disable_agent {
         start_agent(&args, &running, client.clone())?;
@@ -267,6 +261,43 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     eprintln!("navarch server stopping");
+    Ok(())
+}
+
+/// Run the scheduler on a thread of its own, with its own runtime and API
+/// client, as upstream runs kube-scheduler in a process of its own. On the
+/// server's runtime its one decision loop was one task among the hundreds that
+/// serve requests, and under load it fell seconds behind the creates (about
+/// 700 pods/s bound end to end against 1,100-1,200 as a separate process,
+/// `docs/performance.md`). A thread gets its share of the CPU from the kernel.
+fn spawn_scheduler(kubeconfig: PathBuf) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("scheduler".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "scheduler: no runtime");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let client = match navarch_controllers::client_from_kubeconfig(&kubeconfig).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "scheduler: no API client");
+                        return;
+                    }
+                };
+                let cfg = navarch_scheduler::SchedulerConfig::default();
+                if let Err(e) = navarch_scheduler::run(cfg, client).await {
+                    tracing::error!(error = %e, "scheduler stopped");
+                }
+            });
+        })?;
     Ok(())
 }
 

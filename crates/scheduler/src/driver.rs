@@ -28,7 +28,11 @@ use crate::slim::{convert_event, WatchedNode, WatchedPod};
 pub struct SchedulerConfig {
     /// Pods whose `spec.schedulerName` is this are ours (`default-scheduler`).
     pub scheduler_name: String,
-    /// Maximum concurrent API calls for bindings and status reports.
+    /// Maximum concurrent API calls for bindings and status reports. Upstream
+    /// binds each pod in a goroutine of its own, so this is only a safety bound:
+    /// a binding waits on the store's group commit (milliseconds), and with too
+    /// few in flight the bindings, not the decisions, set the rate (16 capped the
+    /// end-to-end benchmark at about 800 pods/s; see `docs/scheduler.md`).
     pub parallelism: usize,
     /// Upstream's `percentageOfNodesToScore` (`None`: adaptive).
     pub percentage_of_nodes_to_score: Option<u32>,
@@ -44,7 +48,7 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
             scheduler_name: "default-scheduler".to_string(),
-            parallelism: 16,
+            parallelism: 256,
             percentage_of_nodes_to_score: None,
             batch_size: 256,
             max_in_flight: 256,
