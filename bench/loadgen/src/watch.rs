@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use futures::StreamExt;
 use http_body_util::BodyExt;
 use hyper::Method;
@@ -107,6 +107,31 @@ async fn list_rv(conn: &mut Conn, namespace: &str) -> Result<String, Error> {
     objects::resource_version(&body)
 }
 
+/// Splits a byte stream into lines. Only a line split across chunks is
+/// copied; whole lines are handed out from the chunk itself.
+#[derive(Default)]
+struct Lines {
+    partial: BytesMut,
+}
+
+impl Lines {
+    /// Call `f` with every line (without its newline) that `chunk` completes.
+    fn feed(&mut self, chunk: &[u8], mut f: impl FnMut(&[u8])) {
+        let mut rest = chunk;
+        while let Some(nl) = memchr::memchr(b'\n', rest) {
+            if self.partial.is_empty() {
+                f(&rest[..nl]);
+            } else {
+                self.partial.extend_from_slice(&rest[..nl]);
+                f(&self.partial);
+                self.partial.clear();
+            }
+            rest = &rest[nl + 1..];
+        }
+        self.partial.extend_from_slice(rest);
+    }
+}
+
 async fn watcher(
     mut conn: Conn,
     path: String,
@@ -122,7 +147,8 @@ async fn watcher(
             let _ = ready.send(Ok(())).await;
             drop(ready);
             let mut body = resp.into_body();
-            let mut buf = BytesMut::new();
+            let matcher = objects::AddedMatcher::new(&prefix);
+            let mut lines = Lines::default();
             loop {
                 let frame = tokio::select! {
                     f = body.frame() => f,
@@ -143,14 +169,12 @@ async fn watcher(
                     }
                 };
                 let now = shared.clock.now_us();
-                buf.extend_from_slice(&data);
-                while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-                    if let Some(i) = objects::added_index(&buf[..nl], &prefix) {
+                lines.feed(&data, |line| {
+                    if let Some(i) = matcher.index(line) {
                         arrivals.push((i, now));
                         shared.received.fetch_add(1, Ordering::Relaxed);
                     }
-                    buf.advance(nl + 1);
-                }
+                });
             }
         }
         Ok(resp) => {
@@ -418,4 +442,23 @@ pub async fn run(target: &Target, spec: &WatchSpec) -> Result<WatchReport, Error
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lines;
+
+    #[test]
+    fn lines_split_across_chunks_are_joined() {
+        let mut lines = Lines::default();
+        let mut got: Vec<String> = Vec::new();
+        for chunk in [&b"ab\ncd"[..], b"ef", b"\n\ngh\n", b"", b"i"] {
+            lines.feed(chunk, |l| got.push(String::from_utf8_lossy(l).into_owned()));
+        }
+        assert_eq!(got, ["ab", "cdef", "", "gh"]);
+        lines.feed(b"j\n", |l| {
+            got.push(String::from_utf8_lossy(l).into_owned())
+        });
+        assert_eq!(got.last().map(String::as_str), Some("ij"));
+    }
 }
