@@ -9,11 +9,6 @@
 
 use std::net::SocketAddr;
 
-/// mimalloc, as the server uses: with 1,000 watch connections on the same two
-/// cores as the server, glibc's malloc was about 7 % of the load generator's CPU.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -22,6 +17,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use navarch_loadgen::crud::{self, LoadSpec, Op};
 use navarch_loadgen::watch::{self, WatchSpec};
 use navarch_loadgen::{Error, Histogram, Protocol, Target};
+
+/// mimalloc, as the server uses: with 1,000 watch connections on the same two
+/// cores as the server, glibc's malloc was about 7 % of the load generator's CPU.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(name = "loadgen", about = "Load generator for the navarch API server")]

@@ -98,11 +98,6 @@ impl AddedMatcher {
     }
 }
 
-/// The index of the bench pod an `ADDED` event line is about (see [`AddedMatcher`]).
-pub fn added_index(line: &[u8], prefix: &str) -> Option<u64> {
-    AddedMatcher::new(prefix).index(line)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,16 +130,17 @@ mod tests {
     }
 
     #[test]
-    fn added_index_finds_bench_objects_only() {
+    fn added_matcher_finds_bench_objects_only() {
+        let m = AddedMatcher::new("bw-");
         let ev = br#"{"type":"ADDED","object":{"kind":"Pod","metadata":{"name":"bw-123","namespace":"b"}}}"#;
-        assert_eq!(added_index(ev, "bw-"), Some(123));
+        assert_eq!(m.index(ev), Some(123));
         let modified = br#"{"type":"MODIFIED","object":{"metadata":{"name":"bw-123"}}}"#;
-        assert_eq!(added_index(modified, "bw-"), None);
+        assert_eq!(m.index(modified), None);
         let other = br#"{"type":"ADDED","object":{"metadata":{"name":"web-1"}}}"#;
-        assert_eq!(added_index(other, "bw-"), None);
+        assert_eq!(m.index(other), None);
         let suffix = br#"{"type":"ADDED","object":{"metadata":{"name":"bw-12x"}}}"#;
-        assert_eq!(added_index(suffix, "bw-"), None);
+        assert_eq!(m.index(suffix), None);
         let empty = br#"{"type":"ADDED","object":{"metadata":{"name":"bw-"}}}"#;
-        assert_eq!(added_index(empty, "bw-"), None);
+        assert_eq!(m.index(empty), None);
     }
 }

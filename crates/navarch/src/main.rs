@@ -274,29 +274,19 @@ fn spawn_scheduler(kubeconfig: PathBuf) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("scheduler".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "scheduler: no runtime");
-                    return;
-                }
+            let run = || -> anyhow::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    let client = navarch_controllers::client_from_kubeconfig(&kubeconfig).await?;
+                    let cfg = navarch_scheduler::SchedulerConfig::default();
+                    Ok(navarch_scheduler::run(cfg, client).await?)
+                })
             };
-            rt.block_on(async move {
-                let client = match navarch_controllers::client_from_kubeconfig(&kubeconfig).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::error!(error = %e, "scheduler: no API client");
-                        return;
-                    }
-                };
-                let cfg = navarch_scheduler::SchedulerConfig::default();
-                if let Err(e) = navarch_scheduler::run(cfg, client).await {
-                    tracing::error!(error = %e, "scheduler stopped");
-                }
-            });
+            if let Err(e) = run() {
+                tracing::error!(error = %e, "scheduler stopped");
+            }
         })?;
     Ok(())
 }
