@@ -100,6 +100,10 @@ enum Cmd {
         /// Seconds to wait for late events after the last create.
         #[arg(long, default_value_t = 10.0)]
         grace_secs: f64,
+        /// Write one line per pod (create sent, answered, worst delay over the
+        /// watchers; ms) to this file.
+        #[arg(long)]
+        per_pod_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -172,6 +176,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             namespace,
             prefix,
             grace_secs,
+            per_pod_file,
         } => {
             let spec = WatchSpec {
                 watchers,
@@ -182,6 +187,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 namespace,
                 prefix,
                 grace: secs(grace_secs)?,
+                per_pod_file,
             };
             let r = watch::run(&target, &spec).await?;
             println!("watch_watchers {}", r.watchers);

@@ -35,6 +35,8 @@ pub struct WatchSpec {
     pub prefix: String,
     /// How long to wait for stragglers after the last create.
     pub grace: Duration,
+    /// Where to write one line per pod (send, response, worst delay), if anywhere.
+    pub per_pod_file: Option<std::path::PathBuf>,
 }
 
 /// What the watch scenario measured. Delays are in microseconds.
@@ -80,6 +82,10 @@ struct Shared {
     clock: Clock,
     sent_us: Vec<AtomicU64>,
     resp_us: Vec<AtomicU64>,
+    /// Per pod: the longest delay (from the create's response) over all watchers.
+    worst_us: Vec<AtomicU64>,
+    /// Per pod: the sum of those delays, for their mean.
+    sum_us: Vec<AtomicU64>,
     received: AtomicU64,
 }
 
@@ -217,6 +223,11 @@ async fn watcher(
                 r.early += 1;
             }
             r.from_response.record(at.saturating_sub(resp));
+            let d = at.saturating_sub(resp);
+            if let (Some(w), Some(sum)) = (shared.worst_us.get(idx), shared.sum_us.get(idx)) {
+                w.fetch_max(d, Ordering::Relaxed);
+                sum.fetch_add(d, Ordering::Relaxed);
+            }
         }
     }
     r
@@ -307,6 +318,8 @@ pub async fn run(target: &Target, spec: &WatchSpec) -> Result<WatchReport, Error
         clock: Clock(Instant::now()),
         sent_us: (0..total).map(|_| AtomicU64::new(UNSET)).collect(),
         resp_us: (0..total).map(|_| AtomicU64::new(UNSET)).collect(),
+        worst_us: (0..total).map(|_| AtomicU64::new(0)).collect(),
+        sum_us: (0..total).map(|_| AtomicU64::new(0)).collect(),
         received: AtomicU64::new(0),
     });
 
@@ -441,7 +454,47 @@ pub async fn run(target: &Target, spec: &WatchSpec) -> Result<WatchReport, Error
             }
         }
     }
+    if let Some(path) = &spec.per_pod_file {
+        write_per_pod(path, &shared, established)
+            .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+    }
     Ok(report)
+}
+
+/// One line per pod: when its create was sent and answered, and the longest
+/// delay any watcher saw (ms since the start of the run), to see when the
+/// tail happens.
+fn write_per_pod(path: &std::path::Path, shared: &Shared, watchers: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "pod sent_ms response_ms mean_delay_ms worst_delay_ms")?;
+    let ms = |us: u64| us as f64 / 1000.0;
+    for (i, (((s, r), w), sum)) in shared
+        .sent_us
+        .iter()
+        .zip(&shared.resp_us)
+        .zip(&shared.worst_us)
+        .zip(&shared.sum_us)
+        .enumerate()
+    {
+        let (s, r) = (s.load(Ordering::Relaxed), r.load(Ordering::Relaxed));
+        if s == UNSET || r == UNSET {
+            continue;
+        }
+        let (w, mean) = (
+            w.load(Ordering::Relaxed),
+            sum.load(Ordering::Relaxed) / watchers.max(1),
+        );
+        writeln!(
+            out,
+            "{i} {:.1} {:.1} {:.1} {:.1}",
+            ms(s),
+            ms(r),
+            ms(mean),
+            ms(w)
+        )?;
+    }
+    out.flush()
 }
 
 #[cfg(test)]

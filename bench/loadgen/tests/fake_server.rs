@@ -268,6 +268,7 @@ async fn failed_requests_are_errors() {
 async fn watch_events_are_matched_to_creates() {
     let p = pems();
     let (addr, _) = start_server(&p).await;
+    let per_pod = std::env::temp_dir().join(format!("loadgen-per-pod-{}", std::process::id()));
     for (protocol, watchers, per_conn) in [(Protocol::Http1, 5, 1), (Protocol::Http2, 7, 3)] {
         let t = target(&p, addr, protocol);
         let spec = WatchSpec {
@@ -279,8 +280,15 @@ async fn watch_events_are_matched_to_creates() {
             namespace: "w".into(),
             prefix: "bw-".into(),
             grace: Duration::from_secs(5),
+            per_pod_file: Some(per_pod.clone()),
         };
         let r = watch::run(&t, &spec).await.unwrap();
+        let lines = std::fs::read_to_string(&per_pod).unwrap();
+        assert_eq!(
+            lines.lines().count(),
+            11,
+            "header and one line per pod: {lines}"
+        );
         assert_eq!(r.created, 10, "{protocol:?}");
         assert_eq!(r.watchers, watchers as u64);
         assert_eq!(r.expected_events, 10 * watchers as u64);
@@ -290,4 +298,5 @@ async fn watch_events_are_matched_to_creates() {
         assert!(r.delay_from_response_us.max() < 5_000_000);
         assert_eq!(r.watch_errors, 0);
     }
+    let _ = std::fs::remove_file(&per_pod);
 }
