@@ -9,7 +9,8 @@
 # `name value` line, goals annotated `goal>=X ok` / `goal<=X MISSED`.
 #
 # Knobs (environment): CLIENTS (32), PHASE_SECS (10), WATCHERS (1000),
-# WATCH_RATE (100), WATCH_SECS (10), FILL_TOTAL (100000), FILL_MAX_SECS (120),
+# WATCH_RATE (100), WATCH_SECS (10), WATCH_CREATORS (16: connections the watch step's
+# creates are spread over, each one create at a time), FILL_TOTAL (100000), FILL_MAX_SECS (120),
 # PROTO_FLAG ("" = HTTP/2, "--http1" = HTTP/1.1 keep-alive), SKIP_BUILD (0; 1 = use the built binaries),
 # NAVARCH / LOADGEN (binaries to run; default target/release/{navarch,loadgen}: point them
 # at copies to compare builds while others rebuild the shared target/),
@@ -25,6 +26,10 @@ PHASE_SECS="${PHASE_SECS:-10}"
 WATCHERS="${WATCHERS:-1000}"
 WATCH_RATE="${WATCH_RATE:-100}"
 WATCH_SECS="${WATCH_SECS:-10}"
+# Enough creators to hold WATCH_RATE while the fan-out keeps the server busy: with
+# 4, each create had to finish within 40 ms on average, and a loaded server
+# answered more slowly, so fewer pods than asked were created.
+WATCH_CREATORS="${WATCH_CREATORS:-16}"
 FILL_TOTAL="${FILL_TOTAL:-100000}"
 FILL_MAX_SECS="${FILL_MAX_SECS:-120}"
 PROTO_FLAG="${PROTO_FLAG:-}"
@@ -137,7 +142,8 @@ if phase watch; then
     cpu0="$(cpu_ticks "$SERVER_PID")"
     writes0="$(write_calls "$SERVER_PID")"
     lg $((WATCH_SECS + 90)) watch --watchers "$WATCHERS" --rate "$WATCH_RATE" \
-        --duration-secs "$WATCH_SECS" --namespace bench-watch --prefix bw-
+        --creators "$WATCH_CREATORS" --duration-secs "$WATCH_SECS" \
+        --namespace bench-watch --prefix bw-
     # Server CPU seconds and write(v) calls over the whole watch step (opening
     # the watches, the creates, the fan-out): one write per event and watcher
     # when idle, fewer when a busy server joins waiting events.

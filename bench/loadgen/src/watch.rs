@@ -155,10 +155,14 @@ async fn watcher(
             let mut body = resp.into_body();
             let matcher = objects::AddedMatcher::new(&prefix);
             let mut lines = Lines::default();
+            // One stop future for the whole stream: made anew per frame, it
+            // would register with (and leave) the shared channel every time.
+            let stopped = stop.wait_for(|s| *s);
+            tokio::pin!(stopped);
             loop {
                 let frame = tokio::select! {
                     f = body.frame() => f,
-                    _ = stop.wait_for(|s| *s) => break,
+                    _ = &mut stopped => break,
                 };
                 let data = match frame {
                     Some(Ok(f)) => match f.into_data() {
