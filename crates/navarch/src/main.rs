@@ -565,6 +565,14 @@ async fn reset(data_dir: &std::path::Path) -> anyhow::Result<()> {
             failures += 1;
         }
     }
+    match runtime.remove_orphan_sandboxes().await {
+        Ok(0) => {}
+        Ok(n) => eprintln!("removed {n} sandbox directories without metadata"),
+        Err(e) => {
+            eprintln!("sandboxes without metadata: {e}");
+            failures += 1;
+        }
+    }
     if failures > 0 {
         anyhow::bail!("{failures} containers or sandboxes could not be removed");
     }

@@ -264,6 +264,41 @@ impl RuncRuntime {
     }
 }
 
+impl RuncRuntime {
+    /// Remove sandbox directories that have no `sandbox.json` (a create cut
+    /// short, or a data dir whose files were deleted while its namespace and
+    /// `/dev/shm` mounts kept the directories): `list_sandboxes` does not see
+    /// them, so nothing else would unmount them. Returns how many were removed.
+    pub async fn remove_orphan_sandboxes(&self) -> Result<usize> {
+        use crate::ContainerRuntime;
+        let dir = self.cfg.sandboxes_dir();
+        let orphans = blocking(move || {
+            let rd = match std::fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for e in rd {
+                let p = e?.path();
+                if p.is_dir() && !p.join("sandbox.json").exists() {
+                    if let Some(id) = p.file_name().and_then(|n| n.to_str()) {
+                        out.push(id.to_string());
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+        let mut removed = 0;
+        for id in orphans {
+            self.remove_sandbox(&id).await?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
 #[async_trait::async_trait]
 impl crate::ContainerRuntime for RuncRuntime {
     async fn create_sandbox(&self, config: &SandboxConfig) -> Result<Sandbox> {
@@ -293,11 +328,15 @@ impl crate::ContainerRuntime for RuncRuntime {
                 return Err(RuntimeError::Create(format!("sandbox /dev/shm: {e}")));
             }
             let layout = crate::cgroup::CgroupLayout::detect(Path::new("/sys/fs/cgroup"));
-            if let Err(e) = layout.apply(&c.cgroup_parent, &c.limits) {
+            // Undo everything above (a failed create leaves nothing behind).
+            let undo = || {
                 let _ = crate::sys::umount_detach(&shm);
                 let _ = remove_namespaces(&ns_dir);
                 let _ = std::fs::remove_dir_all(&dir);
                 remove_pod_cgroups(&c.cgroup_parent);
+            };
+            if let Err(e) = layout.apply(&c.cgroup_parent, &c.limits) {
+                undo();
                 return Err(RuntimeError::Create(format!("pod cgroup: {e}")));
             }
             let p = |on: bool, n: &str| on.then(|| ns_dir.join(n));
@@ -315,9 +354,14 @@ impl crate::ContainerRuntime for RuncRuntime {
                 ipc_path: p(set.ipc, "ipc"),
                 uts_path: p(set.uts, "uts"),
                 pid_path: p(set.pid, "pid"),
-                shm_path: Some(shm),
+                shm_path: Some(shm.clone()),
             };
-            write_json(&dir.join("sandbox.json"), &meta)?;
+            if let Err(e) = write_json(&dir.join("sandbox.json"), &meta) {
+                // Without its metadata the sandbox would be invisible to
+                // `list_sandboxes`, its mounts pinned for good.
+                undo();
+                return Err(e.into());
+            }
             Ok(meta.sandbox())
         })
         .await

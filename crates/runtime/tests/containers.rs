@@ -360,3 +360,27 @@ async fn logs_rotate_by_size() {
         .all(|r| r.starts_with("stdout F line ")));
     cleanup(&rt).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandboxes_without_metadata_are_removed_with_their_mounts() {
+    let env = Env::new();
+    let sb = env
+        .rt
+        .create_sandbox(&sandbox_config("pod-orphan"))
+        .await
+        .unwrap();
+    let dir = env.config.root.join("sandboxes").join(&sb.id);
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(dir.to_str().unwrap())
+    };
+    assert!(mounted(), "the sandbox pins its namespaces and /dev/shm");
+    // What a create cut short, or an `rm -rf` of the data dir, leaves behind.
+    std::fs::remove_file(dir.join("sandbox.json")).unwrap();
+    assert!(env.rt.list_sandboxes().await.unwrap().is_empty());
+    assert_eq!(env.rt.remove_orphan_sandboxes().await.unwrap(), 1);
+    assert!(!dir.exists());
+    assert!(!mounted(), "mounts of {} are gone", dir.display());
+    assert_eq!(env.rt.remove_orphan_sandboxes().await.unwrap(), 0);
+}
