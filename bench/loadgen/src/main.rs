@@ -8,7 +8,6 @@
 //! ```
 
 use std::net::SocketAddr;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -100,8 +99,8 @@ enum Cmd {
         /// Seconds to wait for late events after the last create.
         #[arg(long, default_value_t = 10.0)]
         grace_secs: f64,
-        /// Write one line per pod (create sent, answered, worst delay over the
-        /// watchers; ms) to this file.
+        /// Write one line per pod (create sent, answered, mean and worst delay
+        /// over the watchers; ms) to this file.
         #[arg(long)]
         per_pod_file: Option<std::path::PathBuf>,
     },

@@ -35,7 +35,7 @@ pub struct WatchSpec {
     pub prefix: String,
     /// How long to wait for stragglers after the last create.
     pub grace: Duration,
-    /// Where to write one line per pod (send, response, worst delay), if anywhere.
+    /// Where to write one line per pod (send, response, mean and worst delay), if anywhere.
     pub per_pod_file: Option<std::path::PathBuf>,
 }
 
@@ -226,8 +226,8 @@ async fn watcher(
             if at < resp {
                 r.early += 1;
             }
-            r.from_response.record(at.saturating_sub(resp));
             let d = at.saturating_sub(resp);
+            r.from_response.record(d);
             if let (Some(w), Some(sum)) = (shared.worst_us.get(idx), shared.sum_us.get(idx)) {
                 w.fetch_max(d, Ordering::Relaxed);
                 sum.fetch_add(d, Ordering::Relaxed);
@@ -465,9 +465,9 @@ pub async fn run(target: &Target, spec: &WatchSpec) -> Result<WatchReport, Error
     Ok(report)
 }
 
-/// One line per pod: when its create was sent and answered, and the longest
-/// delay any watcher saw (ms since the start of the run), to see when the
-/// tail happens.
+/// One line per pod: when its create was sent and answered (ms since the start
+/// of the run), and the mean and longest delay over the watchers (ms), to see
+/// when the tail happens.
 fn write_per_pod(path: &std::path::Path, shared: &Shared, watchers: u64) -> std::io::Result<()> {
     use std::io::Write;
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);

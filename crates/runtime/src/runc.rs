@@ -262,9 +262,7 @@ impl RuncRuntime {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-}
 
-impl RuncRuntime {
     /// Remove sandbox directories that have no `sandbox.json` (a create cut
     /// short, or a data dir whose files were deleted while its namespace and
     /// `/dev/shm` mounts kept the directories): `list_sandboxes` does not see
