@@ -10,8 +10,11 @@
 #
 # Knobs (environment): CLIENTS (32), PHASE_SECS (10), WATCHERS (1000),
 # WATCH_RATE (100), WATCH_SECS (10), WATCH_CREATORS (16: connections the watch step's
-# creates are spread over, each one create at a time), FILL_TOTAL (100000), FILL_MAX_SECS (120),
+# creates are spread over, each one create at a time), WATCHERS_PER_CONN (1: watches sharing
+# one HTTP/2 connection, as an informer's watches share client-go's), FILL_TOTAL (100000), FILL_MAX_SECS (120),
 # PROTO_FLAG ("" = HTTP/2, "--http1" = HTTP/1.1 keep-alive), SKIP_BUILD (0; 1 = use the built binaries),
+# SERVER_ARGS (more `navarch server` flags, e.g. "--disable-scheduler --disable-controllers" for the
+# API server alone: then each pod makes one watch event, not two),
 # NAVARCH / LOADGEN (binaries to run; default target/release/{navarch,loadgen}: point them
 # at copies to compare builds while others rebuild the shared target/),
 # PHASES ("create get watch fill store": the steps to run, e.g. PHASES=watch for the
@@ -30,6 +33,8 @@ WATCH_SECS="${WATCH_SECS:-10}"
 # 4, each create had to finish within 40 ms on average, and a loaded server
 # answered more slowly, so fewer pods than asked were created.
 WATCH_CREATORS="${WATCH_CREATORS:-16}"
+WATCHERS_PER_CONN="${WATCHERS_PER_CONN:-1}"
+read -ra SERVER_EXTRA <<<"${SERVER_ARGS:-}"
 FILL_TOTAL="${FILL_TOTAL:-100000}"
 FILL_MAX_SECS="${FILL_MAX_SECS:-120}"
 PROTO_FLAG="${PROTO_FLAG:-}"
@@ -94,7 +99,7 @@ log "starting navarch server on https://$ADDR (data dir $DATA)"
 # The control plane alone (API server, controllers, scheduler): the pods this
 # benchmark creates are objects, not containers (bench/podstart.sh runs those).
 "$NAVARCH" server --data-dir "$DATA" --https-port "$PORT" --bind-address 127.0.0.1 \
-    --disable-agent --log warn >"$TMP/server.log" 2>&1 &
+    --disable-agent --log warn "${SERVER_EXTRA[@]}" >"$TMP/server.log" 2>&1 &
 SERVER_PID=$!
 
 LG=("$LOADGEN" --addr "$ADDR" --pki "$DATA/pki")
@@ -142,7 +147,8 @@ if phase watch; then
     cpu0="$(cpu_ticks "$SERVER_PID")"
     writes0="$(write_calls "$SERVER_PID")"
     lg $((WATCH_SECS + 90)) watch --watchers "$WATCHERS" --rate "$WATCH_RATE" \
-        --creators "$WATCH_CREATORS" --duration-secs "$WATCH_SECS" \
+        --creators "$WATCH_CREATORS" --watchers-per-conn "$WATCHERS_PER_CONN" \
+        --duration-secs "$WATCH_SECS" \
         --namespace bench-watch --prefix bw-
     # Server CPU seconds and write(v) calls over the whole watch step (opening
     # the watches, the creates, the fan-out): one write per event and watcher
