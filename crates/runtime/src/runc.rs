@@ -288,12 +288,10 @@ impl RuncRuntime {
             Ok(out)
         })
         .await?;
-        let mut removed = 0;
-        for id in orphans {
-            self.remove_sandbox(&id).await?;
-            removed += 1;
+        for id in &orphans {
+            self.remove_sandbox(id).await?;
         }
-        Ok(removed)
+        Ok(orphans.len())
     }
 }
 
