@@ -11,14 +11,16 @@
 # Knobs (environment): CLIENTS (32), PHASE_SECS (10), WATCHERS (1000),
 # WATCH_RATE (100), WATCH_SECS (10), WATCH_CREATORS (16: connections the watch step's
 # creates are spread over, each one create at a time), WATCHERS_PER_CONN (1: watches sharing
-# one HTTP/2 connection, as an informer's watches share client-go's), FILL_TOTAL (100000), FILL_MAX_SECS (120),
+# one HTTP/2 connection, as an informer's watches share client-go's), WATCH_READER (tasks: a
+# task per watch through hyper; epoll: one thread reads every watch, HTTP/1.1), FILL_TOTAL (100000), FILL_MAX_SECS (120),
 # PROTO_FLAG ("" = HTTP/2, "--http1" = HTTP/1.1 keep-alive), SKIP_BUILD (0; 1 = use the built binaries),
 # SERVER_ARGS (more `navarch server` flags, e.g. "--disable-scheduler --disable-controllers" for the
 # API server alone: then each pod makes one watch event, not two),
 # NAVARCH / LOADGEN (binaries to run; default target/release/{navarch,loadgen}: point them
 # at copies to compare builds while others rebuild the shared target/),
-# PHASES ("create get watch fill store": the steps to run, e.g. PHASES=watch for the
-# watch fan-out alone, PHASES="fill" for the memory figure alone; get needs create).
+# PHASES ("create get watch floor fill store": the steps to run, e.g. PHASES=watch for the
+# watch fan-out alone, PHASES="fill" for the memory figure alone; get needs create;
+# floor is the watch step's baseline, below).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,11 +36,12 @@ WATCH_SECS="${WATCH_SECS:-10}"
 # answered more slowly, so fewer pods than asked were created.
 WATCH_CREATORS="${WATCH_CREATORS:-16}"
 WATCHERS_PER_CONN="${WATCHERS_PER_CONN:-1}"
+WATCH_READER="${WATCH_READER:-tasks}"
 read -ra SERVER_EXTRA <<<"${SERVER_ARGS:-}"
 FILL_TOTAL="${FILL_TOTAL:-100000}"
 FILL_MAX_SECS="${FILL_MAX_SECS:-120}"
 PROTO_FLAG="${PROTO_FLAG:-}"
-PHASES=" ${PHASES:-create get watch fill store} "
+PHASES=" ${PHASES:-create get watch floor fill store} "
 phase() { [[ "$PHASES" == *" $1 "* ]]; }
 
 TMP="$(mktemp -d /tmp/navarch-bench.XXXXXX)"
@@ -83,6 +86,7 @@ fi
 NAVARCH="${NAVARCH:-$ROOT/target/release/navarch}"
 LOADGEN="${LOADGEN:-$ROOT/target/release/loadgen}"
 STORE_BENCH="$ROOT/target/release/examples/store_bench"
+WATCHFLOOR="${WATCHFLOOR:-$(dirname "$LOADGEN")/watchfloor}"
 
 # A free loopback port.
 PORT=""
@@ -148,7 +152,7 @@ if phase watch; then
     writes0="$(write_calls "$SERVER_PID")"
     lg $((WATCH_SECS + 90)) watch --watchers "$WATCHERS" --rate "$WATCH_RATE" \
         --creators "$WATCH_CREATORS" --watchers-per-conn "$WATCHERS_PER_CONN" \
-        --duration-secs "$WATCH_SECS" \
+        --reader "$WATCH_READER" --duration-secs "$WATCH_SECS" \
         --namespace bench-watch --prefix bw-
     # Server CPU seconds and write(v) calls over the whole watch step (opening
     # the watches, the creates, the fan-out): one write per event and watcher
@@ -190,6 +194,30 @@ if phase store; then
     STORE="$(val store_put_per_sec)"
     if [[ -n "$API" ]]; then
         record api_create_to_store_put_ratio "$(awk -v a="$API" -v s="$STORE" 'BEGIN {if (s > 0) printf "%.3f", a/s; else print "nan"}')"
+    fi
+fi
+
+if phase floor; then
+    # The watch step's baseline: the same fan-out (watches, event rate, about a pod
+    # event's size, the same one-thread readers) from a bare TLS server with no API
+    # server behind it, on the same two cores, with navarch stopped. floor_1x sends
+    # WATCH_RATE events/s (as many as the API server alone delivers: one per pod),
+    # floor_2x twice that (the default server also delivers the scheduler's status
+    # patch of each pod).
+    for x in 1 2; do
+        log "watch baseline (watchfloor), $((x * WATCH_RATE)) events/s to $WATCHERS watches"
+        timeout --kill-after=5 $((WATCH_SECS + 150)) "$WATCHFLOOR" --watchers "$WATCHERS" \
+            --rate $((x * WATCH_RATE)) --duration-secs "$WATCH_SECS" --label "floor_${x}x" | tee -a "$RESULTS"
+    done
+    W="$(val watch_delay_max_ms)"
+    F="$(val floor_1x_delay_max_ms)"
+    if [[ -n "$W" && -n "$F" ]]; then
+        record watch_delay_max_to_floor_1x_ratio "$(awk -v a="$W" -v b="$F" 'BEGIN {if (b > 0) printf "%.2f", a/b; else print "nan"}')"
+    fi
+    W="$(val watch_server_cpu_s)"
+    F="$(val floor_1x_server_cpu_s)"
+    if [[ -n "$W" && -n "$F" ]]; then
+        record watch_server_cpu_to_floor_1x_ratio "$(awk -v a="$W" -v b="$F" 'BEGIN {if (b > 0) printf "%.2f", a/b; else print "nan"}')"
     fi
 fi
 

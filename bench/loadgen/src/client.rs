@@ -32,6 +32,8 @@ pub struct Target {
     addr: SocketAddr,
     protocol: Protocol,
     connector: TlsConnector,
+    /// The same TLS settings offering only HTTP/1.1, for the epoll watch readers.
+    http1_config: Arc<rustls::ClientConfig>,
     server_name: ServerName<'static>,
 }
 
@@ -92,12 +94,27 @@ impl Target {
         key_pem: &[u8],
     ) -> Result<Self, Error> {
         let cfg = tls_config(ca_pem, cert_pem, key_pem, protocol)?;
+        let mut http1_config = cfg.clone();
+        http1_config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Target {
             addr,
             protocol,
             connector: TlsConnector::from(Arc::new(cfg)),
+            http1_config: Arc::new(http1_config),
             server_name: ServerName::IpAddress(addr.ip().into()),
         })
+    }
+
+    /// An HTTP/1.1 target reached with the TLS client settings `cfg` (for the
+    /// watch baseline's own server).
+    pub fn with_http1_config(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Self {
+        Target {
+            addr,
+            protocol: Protocol::Http1,
+            connector: TlsConnector::from(cfg.clone()),
+            http1_config: cfg,
+            server_name: ServerName::IpAddress(addr.ip().into()),
+        }
     }
 
     /// A target from navarch's PKI directory (`ca.crt`, `admin.crt`, `admin.key`).
@@ -109,6 +126,21 @@ impl Target {
             &read_file(&pki.join("admin.crt"))?,
             &read_file(&pki.join("admin.key"))?,
         )
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The name the server's certificate is checked against.
+    pub fn server_name(&self) -> ServerName<'static> {
+        self.server_name.clone()
+    }
+
+    /// The TLS client settings with HTTP/1.1 as the only ALPN protocol.
+    pub fn http1_tls_config(&self) -> Arc<rustls::ClientConfig> {
+        self.http1_config.clone()
     }
 
     /// The protocol this target speaks.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use navarch_loadgen::crud::{self, LoadSpec, Op};
-use navarch_loadgen::watch::{self, WatchSpec};
+use navarch_loadgen::watch::{self, WatchReader, WatchSpec};
 use navarch_loadgen::{Error, Histogram, Protocol, Target};
 
 /// mimalloc, as the server uses: with 1,000 watch connections on the same two
@@ -103,6 +103,10 @@ enum Cmd {
         /// over the watchers; ms) to this file.
         #[arg(long)]
         per_pod_file: Option<std::path::PathBuf>,
+        /// What reads the watches: `tasks` (a task per watch, through hyper,
+        /// HTTP/2 unless --http1) or `epoll` (one thread, HTTP/1.1).
+        #[arg(long, default_value = "tasks", value_parser = ["tasks", "epoll"])]
+        reader: String,
     },
 }
 
@@ -176,6 +180,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             prefix,
             grace_secs,
             per_pod_file,
+            reader,
         } => {
             let spec = WatchSpec {
                 watchers,
@@ -187,6 +192,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 prefix,
                 grace: secs(grace_secs)?,
                 per_pod_file,
+                reader: if reader == "epoll" {
+                    WatchReader::Epoll
+                } else {
+                    WatchReader::Tasks
+                },
             };
             let r = watch::run(&target, &spec).await?;
             println!("watch_watchers {}", r.watchers);

@@ -14,6 +14,18 @@ use crate::client::{status_error, Conn, Target};
 use crate::error::Error;
 use crate::hist::Histogram;
 use crate::objects;
+use crate::watch_epoll;
+
+/// What reads the watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchReader {
+    /// A task per watch on the runtime, through hyper (HTTP/2 or HTTP/1.1 as
+    /// the target speaks).
+    Tasks,
+    /// One thread reading every watch with epoll, HTTP/1.1 (see
+    /// [`crate::watch_epoll`]).
+    Epoll,
+}
 
 /// Parameters of the watch scenario.
 #[derive(Clone, Debug)]
@@ -37,6 +49,8 @@ pub struct WatchSpec {
     pub grace: Duration,
     /// Where to write one line per pod (send, response, mean and worst delay), if anywhere.
     pub per_pod_file: Option<std::path::PathBuf>,
+    /// What reads the watches.
+    pub reader: WatchReader,
 }
 
 /// What the watch scenario measured. Delays are in microseconds.
@@ -70,29 +84,51 @@ pub struct WatchReport {
 
 const UNSET: u64 = u64::MAX;
 
-struct Clock(Instant);
+pub(crate) struct Clock(Instant);
 
 impl Clock {
-    fn now_us(&self) -> u64 {
+    pub(crate) fn now_us(&self) -> u64 {
         self.0.elapsed().as_micros() as u64
     }
 }
 
-struct Shared {
-    clock: Clock,
+impl Shared {
+    /// Timestamps for `total` pods, none set yet.
+    pub(crate) fn new(total: usize) -> Shared {
+        Shared {
+            clock: Clock(Instant::now()),
+            sent_us: (0..total).map(|_| AtomicU64::new(UNSET)).collect(),
+            resp_us: (0..total).map(|_| AtomicU64::new(UNSET)).collect(),
+            worst_us: (0..total).map(|_| AtomicU64::new(0)).collect(),
+            sum_us: (0..total).map(|_| AtomicU64::new(0)).collect(),
+            received: AtomicU64::new(0),
+        }
+    }
+
+    /// Pod `i`'s create was sent and answered at `sent` and `resp` (µs).
+    pub(crate) fn set_times(&self, i: usize, sent: u64, resp: u64) {
+        if let (Some(s), Some(r)) = (self.sent_us.get(i), self.resp_us.get(i)) {
+            s.store(sent, Ordering::Relaxed);
+            r.store(resp, Ordering::Relaxed);
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) clock: Clock,
     sent_us: Vec<AtomicU64>,
     resp_us: Vec<AtomicU64>,
     /// Per pod: the longest delay (from the create's response) over all watchers.
     worst_us: Vec<AtomicU64>,
     /// Per pod: the sum of those delays, for their mean.
     sum_us: Vec<AtomicU64>,
-    received: AtomicU64,
+    pub(crate) received: AtomicU64,
 }
 
-struct WatcherResult {
-    received: u64,
-    from_response: Histogram,
-    from_send: Histogram,
+pub(crate) struct WatcherResult {
+    pub(crate) received: u64,
+    pub(crate) from_response: Histogram,
+    pub(crate) from_send: Histogram,
     early: u64,
     error: Option<String>,
 }
@@ -116,13 +152,13 @@ async fn list_rv(conn: &mut Conn, namespace: &str) -> Result<String, Error> {
 /// Splits a byte stream into lines. Only a line split across chunks is
 /// copied; whole lines are handed out from the chunk itself.
 #[derive(Default)]
-struct Lines {
+pub(crate) struct Lines {
     partial: BytesMut,
 }
 
 impl Lines {
     /// Call `f` with every line (without its newline) that `chunk` completes.
-    fn feed(&mut self, chunk: &[u8], mut f: impl FnMut(&[u8])) {
+    pub(crate) fn feed(&mut self, chunk: &[u8], mut f: impl FnMut(&[u8])) {
         let mut rest = chunk;
         while let Some(nl) = memchr::memchr(b'\n', rest) {
             if self.partial.is_empty() {
@@ -206,6 +242,16 @@ async fn watcher(
         }
     }
     // Creates are finished when the stop signal fires: all timestamps are in.
+    score(arrivals, &shared, error)
+}
+
+/// Delays of `arrivals` ((pod index, arrival µs) pairs), once every create's
+/// timestamps are in.
+pub(crate) fn score(
+    arrivals: Vec<(u64, u64)>,
+    shared: &Shared,
+    error: Option<String>,
+) -> WatcherResult {
     let mut r = WatcherResult {
         received: arrivals.len() as u64,
         from_response: Histogram::new(),
@@ -304,37 +350,27 @@ async fn creator(mut conn: Conn, plan: CreatorPlan, shared: Arc<Shared>) -> Crea
     r
 }
 
-/// Run the watch scenario.
-pub async fn run(target: &Target, spec: &WatchSpec) -> Result<WatchReport, Error> {
-    if spec.watchers == 0 || spec.creators == 0 || spec.rate <= 0.0 {
-        return Err(Error::Param(
-            "watchers, creators and rate must be > 0".into(),
-        ));
-    }
+/// The open watches and how to stop them.
+enum Watchers {
+    Tasks {
+        tasks: Vec<tokio::task::JoinHandle<WatcherResult>>,
+        stop: tokio::sync::watch::Sender<bool>,
+    },
+    Epoll {
+        thread: std::thread::JoinHandle<watch_epoll::EpollResult>,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    },
+}
+
+/// A task per watch; returns them with the number established and the
+/// first failure.
+async fn open_task_watchers(
+    target: &Target,
+    spec: &WatchSpec,
+    watch_path: &str,
+    shared: &Arc<Shared>,
+) -> Result<(Watchers, u64, Option<String>), Error> {
     let per_conn = spec.watchers_per_conn.max(1);
-    if per_conn > 1 && target.protocol() != crate::client::Protocol::Http2 {
-        return Err(Error::Param(
-            "watchers can share a connection only over HTTP/2".into(),
-        ));
-    }
-    let total = (spec.rate * spec.duration.as_secs_f64()).round().max(1.0) as usize;
-    let shared = Arc::new(Shared {
-        clock: Clock(Instant::now()),
-        sent_us: (0..total).map(|_| AtomicU64::new(UNSET)).collect(),
-        resp_us: (0..total).map(|_| AtomicU64::new(UNSET)).collect(),
-        worst_us: (0..total).map(|_| AtomicU64::new(0)).collect(),
-        sum_us: (0..total).map(|_| AtomicU64::new(0)).collect(),
-        received: AtomicU64::new(0),
-    });
-
-    let mut creator_conns = open_conns(target, spec.creators).await?;
-    let rv = list_rv(&mut creator_conns[0], &spec.namespace).await?;
-    let watch_path = format!(
-        "{}?watch=true&resourceVersion={rv}",
-        objects::collection_path(&spec.namespace, "pods")
-    );
-
-    // Open the watches.
     let n_conns = spec.watchers.div_ceil(per_conn);
     let conns = open_conns(target, n_conns).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -348,12 +384,12 @@ pub async fn run(target: &Target, spec: &WatchSpec) -> Result<WatchReport, Error
     }
     handles.truncate(spec.watchers);
     let opened = handles.len();
-    let watch_tasks: Vec<_> = handles
+    let tasks: Vec<_> = handles
         .into_iter()
         .map(|c| {
             tokio::spawn(watcher(
                 c,
-                watch_path.clone(),
+                watch_path.to_string(),
                 spec.prefix.clone(),
                 shared.clone(),
                 ready_tx.clone(),
@@ -376,6 +412,77 @@ pub async fn run(target: &Target, spec: &WatchSpec) -> Result<WatchReport, Error
             Ok(None) | Err(_) => break,
         }
     }
+    let watchers = Watchers::Tasks {
+        tasks,
+        stop: stop_tx,
+    };
+    Ok((watchers, established, first_error))
+}
+
+/// One reader thread for all watches (HTTP/1.1, a connection each).
+async fn open_epoll_watchers(
+    target: &Target,
+    spec: &WatchSpec,
+    watch_path: &str,
+    shared: &Arc<Shared>,
+) -> Result<(Watchers, u64, Option<String>), Error> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (target, path, n, prefix, shared, stop2) = (
+        target.clone(),
+        watch_path.to_string(),
+        spec.watchers,
+        spec.prefix.clone(),
+        shared.clone(),
+        stop.clone(),
+    );
+    let thread = std::thread::Builder::new()
+        .name("watch-epoll".into())
+        .spawn(move || watch_epoll::run(target, path, n, prefix, shared, ready_tx, stop2))
+        .map_err(|e| Error::io("spawn the watch reader thread", e))?;
+    let opened = tokio::time::timeout(Duration::from_secs(120), ready_rx).await;
+    let (established, first_error) = match opened {
+        Ok(Ok(Ok(n))) => (n, None),
+        Ok(Ok(Err(e))) => (0, Some(e)),
+        Ok(Err(_)) => (0, Some("watch reader thread ended".into())),
+        Err(_) => (0, Some("watches not open after 120 s".into())),
+    };
+    Ok((Watchers::Epoll { thread, stop }, established, first_error))
+}
+
+/// Run the watch scenario.
+pub async fn run(target: &Target, spec: &WatchSpec) -> Result<WatchReport, Error> {
+    if spec.watchers == 0 || spec.creators == 0 || spec.rate <= 0.0 {
+        return Err(Error::Param(
+            "watchers, creators and rate must be > 0".into(),
+        ));
+    }
+    let per_conn = spec.watchers_per_conn.max(1);
+    if per_conn > 1 && spec.reader == WatchReader::Epoll {
+        return Err(Error::Param(
+            "the epoll reader opens a connection per watch".into(),
+        ));
+    }
+    if per_conn > 1 && target.protocol() != crate::client::Protocol::Http2 {
+        return Err(Error::Param(
+            "watchers can share a connection only over HTTP/2".into(),
+        ));
+    }
+    let total = (spec.rate * spec.duration.as_secs_f64()).round().max(1.0) as usize;
+    let shared = Arc::new(Shared::new(total));
+
+    let mut creator_conns = open_conns(target, spec.creators).await?;
+    let rv = list_rv(&mut creator_conns[0], &spec.namespace).await?;
+    let watch_path = format!(
+        "{}?watch=true&resourceVersion={rv}",
+        objects::collection_path(&spec.namespace, "pods")
+    );
+
+    // Open the watches.
+    let (watchers, established, mut first_error) = match spec.reader {
+        WatchReader::Tasks => open_task_watchers(target, spec, &watch_path, &shared).await?,
+        WatchReader::Epoll => open_epoll_watchers(target, spec, &watch_path, &shared).await?,
+    };
     if established == 0 {
         return Err(Error::Response(format!(
             "no watch could be opened: {}",
@@ -425,7 +532,6 @@ pub async fn run(target: &Target, spec: &WatchSpec) -> Result<WatchReport, Error
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = stop_tx.send(true);
 
     let mut report = WatchReport {
         created,
@@ -445,8 +551,7 @@ pub async fn run(target: &Target, spec: &WatchSpec) -> Result<WatchReport, Error
         watch_errors: 0,
         first_error,
     };
-    for t in futures::future::join_all(watch_tasks).await {
-        let r = t.map_err(|e| Error::Response(format!("watcher task failed: {e}")))?;
+    let add = |r: WatcherResult, report: &mut WatchReport| {
         report.received_events += r.received;
         report.delay_from_response_us.merge(&r.from_response);
         report.delay_from_send_us.merge(&r.from_send);
@@ -456,6 +561,27 @@ pub async fn run(target: &Target, spec: &WatchSpec) -> Result<WatchReport, Error
             if report.first_error.is_none() {
                 report.first_error = Some(e);
             }
+        }
+    };
+    match watchers {
+        Watchers::Tasks { tasks, stop } => {
+            let _ = stop.send(true);
+            for t in futures::future::join_all(tasks).await {
+                let r = t.map_err(|e| Error::Response(format!("watcher task failed: {e}")))?;
+                add(r, &mut report);
+            }
+        }
+        Watchers::Epoll { thread, stop } => {
+            stop.store(true, Ordering::Relaxed);
+            let r = tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(|e| Error::Response(format!("watch reader thread: {e}")))?
+                .map_err(|_| Error::Response("watch reader thread panicked".into()))?;
+            report.watch_errors += r.errors;
+            if report.first_error.is_none() {
+                report.first_error = r.first_error;
+            }
+            add(score(r.arrivals, &shared, None), &mut report);
         }
     }
     if let Some(path) = &spec.per_pod_file {

@@ -15,7 +15,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use navarch_loadgen::crud::{self, LoadSpec, Op};
-use navarch_loadgen::watch::{self, WatchSpec};
+use navarch_loadgen::watch::{self, WatchReader, WatchSpec};
 use navarch_loadgen::{Protocol, Target};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -269,7 +269,13 @@ async fn watch_events_are_matched_to_creates() {
     let p = pems();
     let (addr, _) = start_server(&p).await;
     let per_pod = std::env::temp_dir().join(format!("loadgen-per-pod-{}", std::process::id()));
-    for (protocol, watchers, per_conn) in [(Protocol::Http1, 5, 1), (Protocol::Http2, 7, 3)] {
+    // The epoll reader speaks HTTP/1.1 whatever the target's protocol (which
+    // its creators use).
+    for (protocol, watchers, per_conn, reader) in [
+        (Protocol::Http1, 5, 1, WatchReader::Tasks),
+        (Protocol::Http2, 7, 3, WatchReader::Tasks),
+        (Protocol::Http2, 6, 1, WatchReader::Epoll),
+    ] {
         let t = target(&p, addr, protocol);
         let spec = WatchSpec {
             watchers,
@@ -281,6 +287,7 @@ async fn watch_events_are_matched_to_creates() {
             prefix: "bw-".into(),
             grace: Duration::from_secs(5),
             per_pod_file: Some(per_pod.clone()),
+            reader,
         };
         let r = watch::run(&t, &spec).await.unwrap();
         let lines = std::fs::read_to_string(&per_pod).unwrap();
@@ -289,7 +296,7 @@ async fn watch_events_are_matched_to_creates() {
             11,
             "header and one line per pod: {lines}"
         );
-        assert_eq!(r.created, 10, "{protocol:?}");
+        assert_eq!(r.created, 10, "{protocol:?} {reader:?}");
         assert_eq!(r.watchers, watchers as u64);
         assert_eq!(r.expected_events, 10 * watchers as u64);
         assert_eq!(r.received_events, r.expected_events);

@@ -1,0 +1,316 @@
+//! The watch step's baseline: the same fan-out with no API server behind it.
+//!
+//! A bare TLS 1.3 server on a tokio runtime of its own (two workers, like the
+//! API server's) answers each watch GET with a chunked body and then writes
+//! every event to every connection, a task per connection, events shared
+//! through a broadcast channel, waiting events joined into one write. No HTTP
+//! framework, no store, no JSON encoding: what is left is the cost of the
+//! runtime, TLS and loopback TCP. The same readers as the watch step
+//! ([`crate::watch_epoll`], one thread) read it in the same process, on the
+//! same two cores.
+//!
+//! Its delays and CPU per delivery are what this machine allows for the
+//! watch step's fan-out, so the watch step's figures can be read against it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+
+use crate::client::Target;
+use crate::error::Error;
+use crate::hist::Histogram;
+use crate::watch::{score, Shared};
+use crate::watch_epoll;
+
+/// Parameters of the baseline.
+#[derive(Clone, Debug)]
+pub struct FloorSpec {
+    /// Open watches (a connection each).
+    pub watchers: usize,
+    /// Events per second, each written to every watch.
+    pub rate: f64,
+    /// How long events are sent.
+    pub duration: Duration,
+    /// Size of one event line, about a pod's ADDED event from the API server.
+    pub event_bytes: usize,
+}
+
+/// What the baseline measured.
+#[derive(Clone, Debug)]
+pub struct FloorReport {
+    pub watchers: u64,
+    pub events: u64,
+    pub expected: u64,
+    pub received: u64,
+    /// Event arrival minus the moment the server sent it, µs.
+    pub delay_us: Histogram,
+    /// CPU seconds of the server's threads and of the reader thread while
+    /// the events were sent and read.
+    pub server_cpu_s: f64,
+    pub reader_cpu_s: f64,
+    /// Writes the server made (one per connection and batch of events).
+    pub server_writes: u64,
+    pub reader_errors: u64,
+    pub first_error: Option<String>,
+}
+
+const SERVER_THREADS: &str = "floor-server";
+const NAME_PREFIX: &str = "bw-";
+
+/// CPU seconds used so far by this process's threads whose name starts with `name`.
+fn threads_cpu_s(name: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    let ticks: u64 = dir
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .map(|c| c.trim_end().starts_with(name))
+                .unwrap_or(false)
+        })
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .map(|stat| {
+            // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+            let rest = stat.rsplit(')').next().unwrap_or("");
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            get(11) + get(12)
+        })
+        .sum();
+    ticks as f64 / 100.0
+}
+
+/// One event line, `{"type":"ADDED",...}` padded to `bytes`.
+fn event_line(i: usize, bytes: usize) -> Bytes {
+    let head = format!(
+        "{{\"type\":\"ADDED\",\"object\":{{\"kind\":\"Pod\",\"apiVersion\":\"v1\",\"metadata\":{{\"name\":\"{NAME_PREFIX}{i}\",\"namespace\":\"bench-watch\"}},\"spec\":{{\"pad\":\""
+    );
+    let tail = "\"}}}\n";
+    let pad = bytes.saturating_sub(head.len() + tail.len());
+    let mut line = Vec::with_capacity(head.len() + pad + tail.len());
+    line.extend_from_slice(head.as_bytes());
+    line.resize(head.len() + pad, b'x');
+    line.extend_from_slice(tail.as_bytes());
+    Bytes::from(line)
+}
+
+/// A self-signed certificate for 127.0.0.1: the server's TLS settings and a
+/// client's that trusts it.
+fn tls_pair() -> Result<(rustls::ServerConfig, rustls::ClientConfig), Error> {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+        .map_err(|e| Error::Param(format!("certificate: {e}")))?;
+    let cert = ck.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der())
+        .map_err(|e| Error::Pem(format!("generated key: {e}")))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)?;
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert)?;
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok((server, client))
+}
+
+/// One watch connection: read the request head, answer 200 chunked, then
+/// write events as they come, joining those already waiting.
+async fn serve_conn(
+    tcp: tokio::net::TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    mut rx: broadcast::Receiver<Bytes>,
+    writes: Arc<AtomicU64>,
+) -> std::io::Result<()> {
+    tcp.set_nodelay(true)?;
+    let mut tls = acceptor.accept(tcp).await?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 2048];
+    while memchr::memmem::find(&head, b"\r\n\r\n").is_none() {
+        let n = tls.read(&mut buf).await?;
+        if n == 0 || head.len() > 16 * 1024 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    tls.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
+    .await?;
+    tls.flush().await?;
+    let mut out = Vec::new();
+    loop {
+        let first = match rx.recv().await {
+            Ok(ev) => ev,
+            Err(_) => break,
+        };
+        let mut events = vec![first];
+        while let Ok(ev) = rx.try_recv() {
+            events.push(ev);
+        }
+        let len: usize = events.iter().map(Bytes::len).sum();
+        out.clear();
+        out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
+        for ev in &events {
+            out.extend_from_slice(ev);
+        }
+        out.extend_from_slice(b"\r\n");
+        tls.write_all(&out).await?;
+        tls.flush().await?;
+        writes.fetch_add(1, Ordering::Relaxed);
+    }
+    tls.write_all(b"0\r\n\r\n").await?;
+    tls.shutdown().await
+}
+
+/// Run the baseline.
+pub fn run(spec: &FloorSpec) -> Result<FloorReport, Error> {
+    if spec.watchers == 0 || spec.rate <= 0.0 {
+        return Err(Error::Param("watchers and rate must be > 0".into()));
+    }
+    let total = (spec.rate * spec.duration.as_secs_f64()).round().max(1.0) as usize;
+    let shared = Arc::new(Shared::new(total));
+    let (server_cfg, client_cfg) = tls_pair()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(SERVER_THREADS)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("floor server runtime", e))?;
+    let listener = rt
+        .block_on(TcpListener::bind("127.0.0.1:0"))
+        .map_err(|e| Error::io("bind 127.0.0.1:0", e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io("local address", e))?;
+    let (tx, _) = broadcast::channel::<Bytes>(4096);
+    let writes = Arc::new(AtomicU64::new(0));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg));
+    {
+        let (tx, writes) = (tx.clone(), writes.clone());
+        rt.spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let rx = tx.subscribe();
+                tokio::spawn(serve_conn(tcp, acceptor.clone(), rx, writes.clone()));
+            }
+        });
+    }
+
+    // The readers, on their own thread, as in the watch step.
+    let target = Target::with_http1_config(addr, Arc::new(client_cfg));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let reader = {
+        let (shared, stop) = (shared.clone(), stop.clone());
+        let n = spec.watchers;
+        std::thread::Builder::new()
+            .name("watch-epoll".into())
+            .spawn(move || {
+                watch_epoll::run(
+                    target,
+                    "/watch".into(),
+                    n,
+                    NAME_PREFIX.into(),
+                    shared,
+                    ready_tx,
+                    stop,
+                )
+            })
+            .map_err(|e| Error::io("spawn the reader thread", e))?
+    };
+    let watchers = match rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(120), ready_rx).await })
+    {
+        Ok(Ok(Ok(n))) => n,
+        Ok(Ok(Err(e))) => return Err(Error::Response(format!("no watch opened: {e}"))),
+        _ => return Err(Error::Response("the watches did not open".into())),
+    };
+
+    // Send the events at the rate asked, the same bytes to every watch.
+    let (server0, reader0) = (threads_cpu_s(SERVER_THREADS), threads_cpu_s("watch-epoll"));
+    let writes0 = writes.load(Ordering::Relaxed);
+    let rate = spec.rate;
+    let bytes = spec.event_bytes;
+    let producer_shared = shared.clone();
+    rt.block_on(async move {
+        let start = tokio::time::Instant::now();
+        for i in 0..total {
+            tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
+            let line = event_line(i, bytes);
+            let now = producer_shared.clock.now_us();
+            producer_shared.set_times(i, now, now);
+            let _ = tx.send(line);
+        }
+        // Ends every watch once the readers have everything (or after 10 s).
+        let expected = total as u64 * watchers;
+        let grace_end = tokio::time::Instant::now() + Duration::from_secs(10);
+        while producer_shared.received.load(Ordering::Relaxed) < expected
+            && tokio::time::Instant::now() < grace_end
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let server_cpu_s = threads_cpu_s(SERVER_THREADS) - server0;
+    let reader_cpu_s = threads_cpu_s("watch-epoll") - reader0;
+    let server_writes = writes.load(Ordering::Relaxed) - writes0;
+    stop.store(true, Ordering::Relaxed);
+    let r = reader
+        .join()
+        .map_err(|_| Error::Response("reader thread panicked".into()))?;
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let scored = score(r.arrivals, &shared, None);
+    Ok(FloorReport {
+        watchers,
+        events: total as u64,
+        expected: total as u64 * watchers,
+        received: scored.received,
+        delay_us: scored.from_send,
+        server_cpu_s,
+        reader_cpu_s,
+        server_writes,
+        reader_errors: r.errors,
+        first_error: r.first_error,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::AddedMatcher;
+
+    #[test]
+    fn event_lines_have_the_size_asked_and_match_as_added() {
+        let line = event_line(42, 1750);
+        assert_eq!(line.len(), 1750);
+        assert!(line.ends_with(b"\n"));
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["object"]["metadata"]["name"], "bw-42");
+        let m = AddedMatcher::new(NAME_PREFIX);
+        assert_eq!(m.index(&line[..line.len() - 1]), Some(42));
+    }
+
+    #[test]
+    fn a_small_fan_out_delivers_every_event() {
+        let r = run(&FloorSpec {
+            watchers: 20,
+            rate: 200.0,
+            duration: Duration::from_millis(250),
+            event_bytes: 600,
+        })
+        .unwrap();
+        assert_eq!(r.watchers, 20);
+        assert_eq!(r.events, 50);
+        assert_eq!(r.received, r.expected, "{:?}", r.first_error);
+        assert_eq!(r.reader_errors, 0, "{:?}", r.first_error);
+        assert!(r.server_writes > 0);
+    }
+}
