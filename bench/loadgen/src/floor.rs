@@ -27,6 +27,18 @@ use crate::hist::Histogram;
 use crate::watch::{score, Shared};
 use crate::watch_epoll;
 
+/// How the baseline's server writes the events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloorServer {
+    /// A task per connection on a two-worker tokio runtime, as the API server
+    /// runs its connections.
+    Tokio,
+    /// One thread writes every event to every connection in turn: blocking
+    /// handshakes, then rustls driven by hand over non-blocking sockets, no
+    /// async runtime and no task per connection.
+    Thread,
+}
+
 /// Parameters of the baseline.
 #[derive(Clone, Debug)]
 pub struct FloorSpec {
@@ -38,6 +50,8 @@ pub struct FloorSpec {
     pub duration: Duration,
     /// Size of one event line, about a pod's ADDED event from the API server.
     pub event_bytes: usize,
+    /// How the server writes.
+    pub server: FloorServer,
 }
 
 /// What the baseline measured.
@@ -123,8 +137,23 @@ fn tls_pair() -> Result<(rustls::ServerConfig, rustls::ClientConfig), Error> {
     Ok((server, client))
 }
 
-/// One watch connection: read the request head, answer 200 chunked, then
-/// write events as they come, joining those already waiting.
+const RESPONSE_HEAD: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+/// `events` as one HTTP/1.1 chunk, into `out`.
+fn chunk(events: &[Bytes], out: &mut Vec<u8>) {
+    let len: usize = events.iter().map(Bytes::len).sum();
+    out.clear();
+    out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
+    for ev in events {
+        out.extend_from_slice(ev);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// One watch connection ([`FloorServer::Tokio`]): read the request head,
+/// answer 200 chunked, then write events as they come, joining those already
+/// waiting.
 async fn serve_conn(
     tcp: tokio::net::TcpStream,
     acceptor: tokio_rustls::TlsAcceptor,
@@ -142,34 +171,100 @@ async fn serve_conn(
         }
         head.extend_from_slice(&buf[..n]);
     }
-    tls.write_all(
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
-    )
-    .await?;
+    tls.write_all(RESPONSE_HEAD).await?;
     tls.flush().await?;
     let mut out = Vec::new();
-    loop {
-        let first = match rx.recv().await {
-            Ok(ev) => ev,
-            Err(_) => break,
-        };
+    while let Ok(first) = rx.recv().await {
         let mut events = vec![first];
         while let Ok(ev) = rx.try_recv() {
             events.push(ev);
         }
-        let len: usize = events.iter().map(Bytes::len).sum();
-        out.clear();
-        out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
-        for ev in &events {
-            out.extend_from_slice(ev);
-        }
-        out.extend_from_slice(b"\r\n");
+        chunk(&events, &mut out);
         tls.write_all(&out).await?;
         tls.flush().await?;
         writes.fetch_add(1, Ordering::Relaxed);
     }
     tls.write_all(b"0\r\n\r\n").await?;
     tls.shutdown().await
+}
+
+/// The [`FloorServer::Thread`] server: accept `n` watches, then write every
+/// batch of waiting events to each of them in turn until `events` closes.
+fn serve_thread(
+    listener: std::net::TcpListener,
+    cfg: Arc<rustls::ServerConfig>,
+    n: usize,
+    events: std::sync::mpsc::Receiver<Bytes>,
+    writes: Arc<AtomicU64>,
+) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (mut tcp, _) = listener.accept()?;
+        tcp.set_nodelay(true)?;
+        let mut tls = rustls::ServerConnection::new(cfg.clone())
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut head = Vec::new();
+        let mut buf = [0u8; 2048];
+        while memchr::memmem::find(&head, b"\r\n\r\n").is_none() {
+            if head.len() > 16 * 1024 {
+                return Err(std::io::Error::other("request head too long"));
+            }
+            tls.complete_io(&mut tcp)?;
+            loop {
+                match tls.reader().read(&mut buf) {
+                    Ok(0) => return Err(std::io::Error::other("closed before the request")),
+                    Ok(k) => head.extend_from_slice(&buf[..k]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        tls.writer().write_all(RESPONSE_HEAD)?;
+        while tls.wants_write() {
+            tls.write_tls(&mut tcp)?;
+        }
+        tcp.set_nonblocking(true)?;
+        conns.push((tcp, tls));
+    }
+    let mut out = Vec::new();
+    while let Ok(first) = events.recv() {
+        let mut batch = vec![first];
+        batch.extend(events.try_iter());
+        chunk(&batch, &mut out);
+        for (tcp, tls) in conns.iter_mut() {
+            tls.writer().write_all(&out)?;
+            // A full socket keeps the rest in rustls until the next batch.
+            while tls.wants_write() {
+                match tls.write_tls(tcp) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            writes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// Where the producer hands each event to the server.
+enum Fanout {
+    Tasks(broadcast::Sender<Bytes>),
+    Thread(std::sync::mpsc::Sender<Bytes>),
+}
+
+impl Fanout {
+    fn send(&self, ev: Bytes) {
+        match self {
+            Fanout::Tasks(tx) => {
+                let _ = tx.send(ev);
+            }
+            Fanout::Thread(tx) => {
+                let _ = tx.send(ev);
+            }
+        }
+    }
 }
 
 /// Run the baseline.
@@ -180,30 +275,53 @@ pub fn run(spec: &FloorSpec) -> Result<FloorReport, Error> {
     let total = (spec.rate * spec.duration.as_secs_f64()).round().max(1.0) as usize;
     let shared = Arc::new(Shared::new(total));
     let (server_cfg, client_cfg) = tls_pair()?;
+    // The runtime runs the producer, and in Tokio mode the server too.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .thread_name(SERVER_THREADS)
+        .thread_name(match spec.server {
+            FloorServer::Tokio => SERVER_THREADS,
+            FloorServer::Thread => "floor-producer",
+        })
         .enable_all()
         .build()
         .map_err(|e| Error::io("floor server runtime", e))?;
-    let listener = rt
-        .block_on(TcpListener::bind("127.0.0.1:0"))
-        .map_err(|e| Error::io("bind 127.0.0.1:0", e))?;
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("bind 127.0.0.1:0", e))?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io("local address", e))?;
-    let (tx, _) = broadcast::channel::<Bytes>(4096);
     let writes = Arc::new(AtomicU64::new(0));
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg));
-    {
-        let (tx, writes) = (tx.clone(), writes.clone());
-        rt.spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let rx = tx.subscribe();
-                tokio::spawn(serve_conn(tcp, acceptor.clone(), rx, writes.clone()));
-            }
-        });
-    }
+    let server_cfg = Arc::new(server_cfg);
+    let (fanout, server_thread) = match spec.server {
+        FloorServer::Tokio => {
+            let (tx, _) = broadcast::channel::<Bytes>(4096);
+            let acceptor = tokio_rustls::TlsAcceptor::from(server_cfg);
+            let listener = {
+                let _guard = rt.enter();
+                listener
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpListener::from_std(listener))
+                    .map_err(|e| Error::io("listener", e))?
+            };
+            let (tx2, writes) = (tx.clone(), writes.clone());
+            rt.spawn(async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    let rx = tx2.subscribe();
+                    tokio::spawn(serve_conn(tcp, acceptor.clone(), rx, writes.clone()));
+                }
+            });
+            (Fanout::Tasks(tx), None)
+        }
+        FloorServer::Thread => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (writes, n) = (writes.clone(), spec.watchers);
+            let t = std::thread::Builder::new()
+                .name(SERVER_THREADS.into())
+                .spawn(move || serve_thread(listener, server_cfg, n, rx, writes))
+                .map_err(|e| Error::io("spawn the server thread", e))?;
+            (Fanout::Thread(tx), Some(t))
+        }
+    };
 
     // The readers, on their own thread, as in the watch step.
     let target = Target::with_http1_config(addr, Arc::new(client_cfg));
@@ -238,22 +356,19 @@ pub fn run(spec: &FloorSpec) -> Result<FloorReport, Error> {
     // Send the events at the rate asked, the same bytes to every watch.
     let (server0, reader0) = (threads_cpu_s(SERVER_THREADS), threads_cpu_s("watch-epoll"));
     let writes0 = writes.load(Ordering::Relaxed);
-    let rate = spec.rate;
-    let bytes = spec.event_bytes;
-    let producer_shared = shared.clone();
-    rt.block_on(async move {
+    let (rate, bytes, expected) = (spec.rate, spec.event_bytes, total as u64 * watchers);
+    rt.block_on(async {
         let start = tokio::time::Instant::now();
         for i in 0..total {
             tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
             let line = event_line(i, bytes);
-            let now = producer_shared.clock.now_us();
-            producer_shared.set_times(i, now, now);
-            let _ = tx.send(line);
+            let now = shared.clock.now_us();
+            shared.set_times(i, now, now);
+            fanout.send(line);
         }
-        // Ends every watch once the readers have everything (or after 10 s).
-        let expected = total as u64 * watchers;
+        // Until the readers have everything (or 10 s more).
         let grace_end = tokio::time::Instant::now() + Duration::from_secs(10);
-        while producer_shared.received.load(Ordering::Relaxed) < expected
+        while shared.received.load(Ordering::Relaxed) < expected
             && tokio::time::Instant::now() < grace_end
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -262,16 +377,25 @@ pub fn run(spec: &FloorSpec) -> Result<FloorReport, Error> {
     let server_cpu_s = threads_cpu_s(SERVER_THREADS) - server0;
     let reader_cpu_s = threads_cpu_s("watch-epoll") - reader0;
     let server_writes = writes.load(Ordering::Relaxed) - writes0;
+    // Stop the readers before the server ends the watches.
     stop.store(true, Ordering::Relaxed);
     let r = reader
         .join()
         .map_err(|_| Error::Response("reader thread panicked".into()))?;
+    drop(fanout);
+    if let Some(t) = server_thread {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::io("floor server", e)),
+            Err(_) => return Err(Error::Response("server thread panicked".into())),
+        }
+    }
     rt.shutdown_timeout(Duration::from_secs(1));
     let scored = score(r.arrivals, &shared, None);
     Ok(FloorReport {
         watchers,
         events: total as u64,
-        expected: total as u64 * watchers,
+        expected,
         received: scored.received,
         delay_us: scored.from_send,
         server_cpu_s,
@@ -300,17 +424,24 @@ mod tests {
 
     #[test]
     fn a_small_fan_out_delivers_every_event() {
+        for server in [FloorServer::Tokio, FloorServer::Thread] {
+            small_fan_out(server);
+        }
+    }
+
+    fn small_fan_out(server: FloorServer) {
         let r = run(&FloorSpec {
             watchers: 20,
             rate: 200.0,
             duration: Duration::from_millis(250),
             event_bytes: 600,
+            server,
         })
         .unwrap();
         assert_eq!(r.watchers, 20);
         assert_eq!(r.events, 50);
         assert_eq!(r.received, r.expected, "{:?}", r.first_error);
-        assert_eq!(r.reader_errors, 0, "{:?}", r.first_error);
+        assert_eq!(r.reader_errors, 0, "{server:?}: {:?}", r.first_error);
         assert!(r.server_writes > 0);
     }
 }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use navarch_loadgen::floor::{self, FloorSpec};
+use navarch_loadgen::floor::{self, FloorServer, FloorSpec};
 
 #[derive(Parser, Debug)]
 #[command(about = "Watch fan-out baseline: TLS and loopback TCP with no API server")]
@@ -22,6 +22,11 @@ struct Cli {
     /// Bytes of one event line (a bench pod's ADDED event is about 1,750).
     #[arg(long, default_value_t = 1750)]
     event_bytes: usize,
+    /// How the server writes: `tokio` (a task per connection on a two-worker
+    /// runtime, as the API server) or `thread` (one thread writes every
+    /// connection in turn, rustls driven by hand, no async runtime).
+    #[arg(long, default_value = "tokio", value_parser = ["tokio", "thread"])]
+    server: String,
     /// Prefix of the printed figures.
     #[arg(long, default_value = "floor")]
     label: String,
@@ -41,6 +46,11 @@ fn main() {
         rate: cli.rate,
         duration,
         event_bytes: cli.event_bytes,
+        server: if cli.server == "thread" {
+            FloorServer::Thread
+        } else {
+            FloorServer::Tokio
+        },
     };
     let r = match floor::run(&spec) {
         Ok(r) => r,
