@@ -92,6 +92,19 @@ impl Clock {
     }
 }
 
+/// What creators and watchers share: the clock, each pod's create times, the
+/// per-pod delay summary, and the count of events received.
+pub(crate) struct Shared {
+    pub(crate) clock: Clock,
+    sent_us: Vec<AtomicU64>,
+    resp_us: Vec<AtomicU64>,
+    /// Per pod: the longest delay (from the create's response) over all watchers.
+    worst_us: Vec<AtomicU64>,
+    /// Per pod: the sum of those delays, for their mean.
+    sum_us: Vec<AtomicU64>,
+    pub(crate) received: AtomicU64,
+}
+
 impl Shared {
     /// Timestamps for `total` pods, none set yet.
     pub(crate) fn new(total: usize) -> Shared {
@@ -112,17 +125,6 @@ impl Shared {
             r.store(resp, Ordering::Relaxed);
         }
     }
-}
-
-pub(crate) struct Shared {
-    pub(crate) clock: Clock,
-    sent_us: Vec<AtomicU64>,
-    resp_us: Vec<AtomicU64>,
-    /// Per pod: the longest delay (from the create's response) over all watchers.
-    worst_us: Vec<AtomicU64>,
-    /// Per pod: the sum of those delays, for their mean.
-    sum_us: Vec<AtomicU64>,
-    pub(crate) received: AtomicU64,
 }
 
 pub(crate) struct WatcherResult {

@@ -133,6 +133,9 @@ fn open(
 ) -> Result<Watch, Error> {
     let mut sock = TcpStream::connect(target.addr()).map_err(io_err("connect"))?;
     sock.set_nodelay(true).map_err(io_err("set_nodelay"))?;
+    // Opening is blocking: a server that never answers fails it instead of hanging.
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(io_err("set_read_timeout"))?;
     let mut tls = ClientConnection::new(target.http1_tls_config(), target.server_name())?;
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nUser-Agent: navarch-loadgen\r\n\r\n",
