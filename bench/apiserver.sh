@@ -128,6 +128,14 @@ lg() {
     timeout --kill-after=5 "$bound" "${LG[@]}" "$@" | tee -a "$RESULTS"
 }
 val() { awk -v k="$1" '$1 == k {v = $2} END {print v}' "$RESULTS"; }
+# record_ratio NAME A B [DECIMALS]: record NAME = A / B (figures already recorded), if both are.
+record_ratio() {
+    local a b
+    a="$(val "$2")"
+    b="$(val "$3")"
+    [[ -n "$a" && -n "$b" ]] || return 0
+    record "$1" "$(awk -v a="$a" -v b="$b" -v f="%.${4:-2}f" 'BEGIN {if (b > 0) printf f, a/b; else print "nan"}')"
+}
 
 lg 20 namespace bench
 lg 20 namespace bench-watch
@@ -190,11 +198,7 @@ SERVER_PID=""
 if phase store; then
     log "store baseline (store_bench, 32 writers x 300 puts)"
     timeout --kill-after=5 120 "$STORE_BENCH" "$TMP/store-bench" --writers 32 --puts 300 | tee -a "$RESULTS"
-    API="$(val api_create_per_sec)"
-    STORE="$(val store_put_per_sec)"
-    if [[ -n "$API" ]]; then
-        record api_create_to_store_put_ratio "$(awk -v a="$API" -v s="$STORE" 'BEGIN {if (s > 0) printf "%.3f", a/s; else print "nan"}')"
-    fi
+    record_ratio api_create_to_store_put_ratio api_create_per_sec store_put_per_sec 3
 fi
 
 if phase floor; then
@@ -209,16 +213,8 @@ if phase floor; then
         timeout --kill-after=5 $((WATCH_SECS + 150)) "$WATCHFLOOR" --watchers "$WATCHERS" \
             --rate $((x * WATCH_RATE)) --duration-secs "$WATCH_SECS" --label "floor_${x}x" | tee -a "$RESULTS"
     done
-    W="$(val watch_delay_max_ms)"
-    F="$(val floor_1x_delay_max_ms)"
-    if [[ -n "$W" && -n "$F" ]]; then
-        record watch_delay_max_to_floor_1x_ratio "$(awk -v a="$W" -v b="$F" 'BEGIN {if (b > 0) printf "%.2f", a/b; else print "nan"}')"
-    fi
-    W="$(val watch_server_cpu_s)"
-    F="$(val floor_1x_server_cpu_s)"
-    if [[ -n "$W" && -n "$F" ]]; then
-        record watch_server_cpu_to_floor_1x_ratio "$(awk -v a="$W" -v b="$F" 'BEGIN {if (b > 0) printf "%.2f", a/b; else print "nan"}')"
-    fi
+    record_ratio watch_delay_max_to_floor_1x_ratio watch_delay_max_ms floor_1x_delay_max_ms
+    record_ratio watch_server_cpu_to_floor_1x_ratio watch_server_cpu_s floor_1x_server_cpu_s
 fi
 
 # Summary with goals.

@@ -94,25 +94,23 @@ impl Target {
         key_pem: &[u8],
     ) -> Result<Self, Error> {
         let cfg = tls_config(ca_pem, cert_pem, key_pem, protocol)?;
+        Ok(Self::from_client_config(addr, protocol, cfg))
+    }
+
+    /// A target reached with the TLS client settings `cfg` (ALPN as `cfg`
+    /// offers it; the epoll watch readers offer HTTP/1.1 alone).
+    pub fn from_client_config(
+        addr: SocketAddr,
+        protocol: Protocol,
+        cfg: rustls::ClientConfig,
+    ) -> Self {
         let mut http1_config = cfg.clone();
         http1_config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Target {
+        Target {
             addr,
             protocol,
             connector: TlsConnector::from(Arc::new(cfg)),
             http1_config: Arc::new(http1_config),
-            server_name: ServerName::IpAddress(addr.ip().into()),
-        })
-    }
-
-    /// An HTTP/1.1 target reached with the TLS client settings `cfg` (for the
-    /// watch baseline's own server).
-    pub fn with_http1_config(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Self {
-        Target {
-            addr,
-            protocol: Protocol::Http1,
-            connector: TlsConnector::from(cfg.clone()),
-            http1_config: cfg,
             server_name: ServerName::IpAddress(addr.ip().into()),
         }
     }

@@ -12,7 +12,7 @@
 //! Its delays and CPU per delivery are what this machine allows for the
 //! watch step's fan-out, so the watch step's figures can be read against it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,11 +21,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
-use crate::client::Target;
+use crate::client::{Protocol, Target};
 use crate::error::Error;
 use crate::hist::Histogram;
 use crate::watch::{score, Shared};
-use crate::watch_epoll;
+use crate::watch_epoll::{self, Readers, READER_THREAD};
 
 /// How the baseline's server writes the events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,29 +197,14 @@ fn serve_thread(
     events: std::sync::mpsc::Receiver<Bytes>,
     writes: Arc<AtomicU64>,
 ) -> std::io::Result<()> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut conns = Vec::with_capacity(n);
     for _ in 0..n {
         let (mut tcp, _) = listener.accept()?;
         tcp.set_nodelay(true)?;
         let mut tls = rustls::ServerConnection::new(cfg.clone())
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let mut head = Vec::new();
-        let mut buf = [0u8; 2048];
-        while memchr::memmem::find(&head, b"\r\n\r\n").is_none() {
-            if head.len() > 16 * 1024 {
-                return Err(std::io::Error::other("request head too long"));
-            }
-            tls.complete_io(&mut tcp)?;
-            loop {
-                match tls.reader().read(&mut buf) {
-                    Ok(0) => return Err(std::io::Error::other("closed before the request")),
-                    Ok(k) => head.extend_from_slice(&buf[..k]),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e),
-                }
-            }
-        }
+        watch_epoll::read_head(&mut tls, &mut tcp)?;
         tls.writer().write_all(RESPONSE_HEAD)?;
         while tls.wants_write() {
             tls.write_tls(&mut tcp)?;
@@ -324,37 +309,19 @@ pub fn run(spec: &FloorSpec) -> Result<FloorReport, Error> {
     };
 
     // The readers, on their own thread, as in the watch step.
-    let target = Target::with_http1_config(addr, Arc::new(client_cfg));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let reader = {
-        let (shared, stop) = (shared.clone(), stop.clone());
-        let n = spec.watchers;
-        std::thread::Builder::new()
-            .name("watch-epoll".into())
-            .spawn(move || {
-                watch_epoll::run(
-                    target,
-                    "/watch".into(),
-                    n,
-                    NAME_PREFIX.into(),
-                    shared,
-                    ready_tx,
-                    stop,
-                )
-            })
-            .map_err(|e| Error::io("spawn the reader thread", e))?
-    };
-    let watchers = match rt
-        .block_on(async { tokio::time::timeout(Duration::from_secs(120), ready_rx).await })
-    {
-        Ok(Ok(Ok(n))) => n,
-        Ok(Ok(Err(e))) => return Err(Error::Response(format!("no watch opened: {e}"))),
-        _ => return Err(Error::Response("the watches did not open".into())),
-    };
+    let mut readers = Readers::spawn(
+        Target::from_client_config(addr, Protocol::Http1, client_cfg),
+        "/watch".into(),
+        spec.watchers,
+        NAME_PREFIX.into(),
+        shared.clone(),
+    )?;
+    let watchers = rt
+        .block_on(readers.opened())
+        .map_err(|e| Error::Response(format!("no watch opened: {e}")))?;
 
     // Send the events at the rate asked, the same bytes to every watch.
-    let (server0, reader0) = (threads_cpu_s(SERVER_THREADS), threads_cpu_s("watch-epoll"));
+    let (server0, reader0) = (threads_cpu_s(SERVER_THREADS), threads_cpu_s(READER_THREAD));
     let writes0 = writes.load(Ordering::Relaxed);
     let (rate, bytes, expected) = (spec.rate, spec.event_bytes, total as u64 * watchers);
     rt.block_on(async {
@@ -375,13 +342,10 @@ pub fn run(spec: &FloorSpec) -> Result<FloorReport, Error> {
         }
     });
     let server_cpu_s = threads_cpu_s(SERVER_THREADS) - server0;
-    let reader_cpu_s = threads_cpu_s("watch-epoll") - reader0;
+    let reader_cpu_s = threads_cpu_s(READER_THREAD) - reader0;
     let server_writes = writes.load(Ordering::Relaxed) - writes0;
     // Stop the readers before the server ends the watches.
-    stop.store(true, Ordering::Relaxed);
-    let r = reader
-        .join()
-        .map_err(|_| Error::Response("reader thread panicked".into()))?;
+    let r = readers.finish()?;
     drop(fanout);
     if let Some(t) = server_thread {
         match t.join() {

@@ -358,10 +358,7 @@ enum Watchers {
         tasks: Vec<tokio::task::JoinHandle<WatcherResult>>,
         stop: tokio::sync::watch::Sender<bool>,
     },
-    Epoll {
-        thread: std::thread::JoinHandle<watch_epoll::EpollResult>,
-        stop: Arc<std::sync::atomic::AtomicBool>,
-    },
+    Epoll(watch_epoll::Readers),
 }
 
 /// A task per watch; returns them with the number established and the
@@ -428,28 +425,18 @@ async fn open_epoll_watchers(
     watch_path: &str,
     shared: &Arc<Shared>,
 ) -> Result<(Watchers, u64, Option<String>), Error> {
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let (target, path, n, prefix, shared, stop2) = (
+    let mut readers = watch_epoll::Readers::spawn(
         target.clone(),
         watch_path.to_string(),
         spec.watchers,
         spec.prefix.clone(),
         shared.clone(),
-        stop.clone(),
-    );
-    let thread = std::thread::Builder::new()
-        .name("watch-epoll".into())
-        .spawn(move || watch_epoll::run(target, path, n, prefix, shared, ready_tx, stop2))
-        .map_err(|e| Error::io("spawn the watch reader thread", e))?;
-    let opened = tokio::time::timeout(Duration::from_secs(120), ready_rx).await;
-    let (established, first_error) = match opened {
-        Ok(Ok(Ok(n))) => (n, None),
-        Ok(Ok(Err(e))) => (0, Some(e)),
-        Ok(Err(_)) => (0, Some("watch reader thread ended".into())),
-        Err(_) => (0, Some("watches not open after 120 s".into())),
+    )?;
+    let (established, first_error) = match readers.opened().await {
+        Ok(n) => (n, None),
+        Err(e) => (0, Some(e)),
     };
-    Ok((Watchers::Epoll { thread, stop }, established, first_error))
+    Ok((Watchers::Epoll(readers), established, first_error))
 }
 
 /// Run the watch scenario.
@@ -573,12 +560,10 @@ pub async fn run(target: &Target, spec: &WatchSpec) -> Result<WatchReport, Error
                 add(r, &mut report);
             }
         }
-        Watchers::Epoll { thread, stop } => {
-            stop.store(true, Ordering::Relaxed);
-            let r = tokio::task::spawn_blocking(move || thread.join())
+        Watchers::Epoll(readers) => {
+            let r = tokio::task::spawn_blocking(move || readers.finish())
                 .await
-                .map_err(|e| Error::Response(format!("watch reader thread: {e}")))?
-                .map_err(|_| Error::Response("watch reader thread panicked".into()))?;
+                .map_err(|e| Error::Response(format!("watch reader thread: {e}")))??;
             report.watch_errors += r.errors;
             if report.first_error.is_none() {
                 report.first_error = r.first_error;

@@ -121,6 +121,39 @@ fn io_err(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::io(what.to_string(), e)
 }
 
+/// Drive a blocking TLS connection until the peer's HTTP head (request or
+/// response, up to its blank line) is in. Returns what was read, which may go
+/// on past the head, and where the head ends. Used by the readers here and by
+/// the baseline's one-thread server ([`crate::floor`]).
+pub(crate) fn read_head<D>(
+    tls: &mut rustls::ConnectionCommon<D>,
+    sock: &mut TcpStream,
+) -> std::io::Result<(Vec<u8>, usize)> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(at) = memchr::memmem::find(&head, b"\r\n\r\n") {
+            return Ok((head, at + 4));
+        }
+        if head.len() > 16 * 1024 {
+            return Err(std::io::Error::other("HTTP head too long"));
+        }
+        tls.complete_io(sock)?;
+        loop {
+            match tls.reader().read(&mut buf) {
+                Ok(0) => {
+                    return Err(std::io::Error::other(
+                        "connection closed before the HTTP head",
+                    ))
+                }
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 /// Open one watch: TCP, TLS handshake, the GET, and the response head
 /// (blocking). Returns the connection with any body bytes already read fed to
 /// the decoder.
@@ -144,29 +177,7 @@ fn open(
     tls.writer()
         .write_all(req.as_bytes())
         .map_err(io_err("request"))?;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    let end = loop {
-        if let Some(at) = memchr::memmem::find(&head, b"\r\n\r\n") {
-            break at + 4;
-        }
-        if head.len() > 16 * 1024 {
-            return Err(Error::Response("response head too long".into()));
-        }
-        tls.complete_io(&mut sock).map_err(io_err("TLS"))?;
-        loop {
-            match tls.reader().read(&mut buf) {
-                Ok(0) => {
-                    return Err(Error::Response(
-                        "connection closed before the response".into(),
-                    ))
-                }
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) => return Err(Error::io("TLS read", e)),
-            }
-        }
-    };
+    let (head, end) = read_head(&mut tls, &mut sock).map_err(io_err("response head"))?;
     let text = String::from_utf8_lossy(&head[..end]).to_ascii_lowercase();
     if !text.starts_with("http/1.1 200") {
         let first = text.lines().next().unwrap_or("").to_string();
@@ -245,10 +256,65 @@ fn drain(
     }
 }
 
+/// Name of the reader thread (the baseline measures its CPU by it).
+pub(crate) const READER_THREAD: &str = "watch-epoll";
+
+/// The reader thread, from its start to its result.
+pub(crate) struct Readers {
+    thread: std::thread::JoinHandle<EpollResult>,
+    stop: Arc<AtomicBool>,
+    ready: Option<tokio::sync::oneshot::Receiver<Result<u64, String>>>,
+}
+
+impl Readers {
+    /// Start the thread: it opens `n` watches on `path`, then reads them.
+    pub(crate) fn spawn(
+        target: Target,
+        path: String,
+        n: usize,
+        prefix: String,
+        shared: Arc<Shared>,
+    ) -> Result<Readers, Error> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(READER_THREAD.into())
+            .spawn(move || run(target, path, n, prefix, shared, ready_tx, stop2))
+            .map_err(|e| Error::io("spawn the watch reader thread", e))?;
+        Ok(Readers {
+            thread,
+            stop,
+            ready: Some(ready_rx),
+        })
+    }
+
+    /// Wait (up to 120 s) until the watches are open: how many, or why none.
+    pub(crate) async fn opened(&mut self) -> Result<u64, String> {
+        let Some(rx) = self.ready.take() else {
+            return Err("already waited for".into());
+        };
+        match tokio::time::timeout(Duration::from_secs(120), rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("watch reader thread ended".into()),
+            Err(_) => Err("watches not open after 120 s".into()),
+        }
+    }
+
+    /// Stop reading and return what was read (blocks until the thread ends,
+    /// within one poll interval).
+    pub(crate) fn finish(self) -> Result<EpollResult, Error> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .join()
+            .map_err(|_| Error::Response("watch reader thread panicked".into()))
+    }
+}
+
 /// Open `n` watches on `path`, then read them on this thread until `stop`.
 /// `ready` gets the number of watches opened (or the first error, if none
 /// could be) once they all are.
-pub(crate) fn run(
+fn run(
     target: Target,
     path: String,
     n: usize,
