@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub https_port: u16,
     /// Extra names/IPs for the serving certificate.
     pub tls_sans: Vec<String>,
+    /// Serve HTTP/1.1 watches from the watch hub thread (see
+    /// `watch::direct`); `false` leaves every request to hyper.
+    pub watch_hub: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +159,12 @@ pub async fn start(cfg: ServerConfig, store: Arc<dyn Store>) -> Result<Running, 
         &pki.admin,
     );
     pki::write_private(&kubeconfig, text.as_bytes())?;
-    tokio::spawn(server::serve(listener, tls, app.clone()));
+    let direct = if cfg.watch_hub {
+        Some(watch::direct::DirectWatches::start()?)
+    } else {
+        None
+    };
+    tokio::spawn(server::serve(listener, tls, app.clone(), direct));
     tokio::spawn(compactor(store));
     if let Err(e) = memtrim::spawn_trimmer(memtrim::TRIM_EVERY) {
         tracing::warn!(error = %e, "cannot start the heap trimmer");

@@ -28,7 +28,7 @@ use crate::handler::{stream_body, table_row, watch_timeout};
 use crate::printers;
 use crate::registry::{Filter, Registry};
 use crate::request::{Query, ResourceRequest, ResponseFormat};
-use crate::watchcache::{event_line, CachedEvent, LineFormat, WatchType};
+use crate::watchcache::{event_line, CachedEvent, LineFormat, WatchCache, WatchType};
 use navarch_api::catalog::ResourceType;
 
 /// How often a watch that asked for bookmarks gets one.
@@ -243,18 +243,27 @@ struct Feed {
     /// Buffered events from the cache to replay before the live feed.
     replay: std::vec::IntoIter<Arc<CachedEvent>>,
     source: Source,
-    deadline: Pin<Box<Sleep>>,
-    /// Periodic bookmarks, when the client allows them.
-    bookmarks: Option<Interval>,
+    /// When the watch ends (the client's `timeoutSeconds`, or the default).
+    deadline_at: tokio::time::Instant,
+    /// Whether the client allows periodic bookmarks.
+    bookmarks_allowed: bool,
+    /// The timers of a feed polled on the runtime, made on first wait (a feed
+    /// served by the [`hub`] thread keeps its own clock).
+    timers: Option<Timers>,
     done: bool,
 }
 
+struct Timers {
+    deadline: Pin<Box<Sleep>>,
+    /// Periodic bookmarks, when the client allows them.
+    bookmarks: Option<Interval>,
+}
+
 impl Feed {
-    /// The next body chunk; `None` ends the watch.
-    async fn next_chunk(&mut self) -> Option<Bytes> {
-        if self.done {
-            return None;
-        }
+    /// The next chunk of what is owed before the live feed (initial events,
+    /// their closing bookmark, the replay from the cache), without waiting;
+    /// `None` once all of it has been handed out.
+    fn backlog_chunk(&mut self) -> Option<Bytes> {
         let mut chunk = Chunk::default();
         for o in self.initial.by_ref() {
             chunk.push(self.w.encode(WatchType::Added, &o));
@@ -273,9 +282,32 @@ impl Feed {
                 }
             }
         }
-        if chunk.first.is_some() {
-            return chunk.take();
+        chunk.take()
+    }
+
+    /// Every live event already waiting, as one chunk, without waiting; the
+    /// feed is `done` afterwards when the watch has to end.
+    fn ready_chunk(&mut self) -> Option<Bytes> {
+        let mut chunk = Chunk::default();
+        self.drain_ready(&mut chunk);
+        chunk.take()
+    }
+
+    /// Whether live events come from the watch cache (which the [`hub`]
+    /// thread can read without a runtime).
+    fn fed_by_cache(&self) -> bool {
+        matches!(self.source, Source::Cache(_))
+    }
+
+    /// The next body chunk; `None` ends the watch.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
         }
+        if let Some(b) = self.backlog_chunk() {
+            return Some(b);
+        }
+        let mut chunk = Chunk::default();
         loop {
             match self.wait_live().await {
                 Live::Bytes(b) => chunk.push(b),
@@ -296,13 +328,20 @@ impl Feed {
 
     /// Wait for the next live event, bookmark, or the end of the watch.
     async fn wait_live(&mut self) -> Live {
+        let (deadline_at, allowed) = (self.deadline_at, self.bookmarks_allowed);
         let Feed {
-            w,
-            source,
+            w, source, timers, ..
+        } = self;
+        let Timers {
             deadline,
             bookmarks,
-            ..
-        } = self;
+        } = timers.get_or_insert_with(|| Timers {
+            deadline: Box::pin(tokio::time::sleep_until(deadline_at)),
+            bookmarks: allowed.then(|| {
+                let start = tokio::time::Instant::now() + BOOKMARK_EVERY;
+                tokio::time::interval_at(start, BOOKMARK_EVERY)
+            }),
+        });
         let tick = async {
             match bookmarks.as_mut() {
                 Some(t) => {
@@ -408,6 +447,24 @@ where
     r
 }
 
+/// What opening a watch gives: its feed, or the one error event it ends with.
+enum Opened {
+    Feed(Box<Feed>),
+    Expired(Bytes),
+}
+
+impl Opened {
+    fn into_stream(self) -> Pin<Box<dyn Stream<Item = Bytes> + Send>> {
+        match self {
+            Opened::Expired(b) => Box::pin(futures::stream::once(async move { b })),
+            Opened::Feed(feed) => Box::pin(futures::stream::unfold(feed, |mut feed| async move {
+                let chunk = feed.next_chunk().await?;
+                Some((chunk, feed))
+            })),
+        }
+    }
+}
+
 /// The body of a watch request, as a stream of chunks of complete event lines.
 pub async fn open(
     reg: &Registry,
@@ -415,6 +472,15 @@ pub async fn open(
     q: &Query,
     format: ResponseFormat,
 ) -> ApiResult<Pin<Box<dyn Stream<Item = Bytes> + Send>>> {
+    Ok(open_feed(reg, rr, q, format).await?.into_stream())
+}
+
+async fn open_feed(
+    reg: &Registry,
+    rr: &ResourceRequest,
+    q: &Query,
+    format: ResponseFormat,
+) -> ApiResult<Opened> {
     let rt = rr.rt;
     let ns = rr.namespace.as_deref();
     let filter = Filter::parse(rt, q.label_selector.as_deref(), q.field_selector.as_deref())?;
@@ -445,9 +511,7 @@ pub async fn open(
             let compacted = reg.store.compacted_revision();
             if n < compacted {
                 let e = ApiError::expired(format!("too old resource version: {n} ({compacted})"));
-                return Ok(Box::pin(futures::stream::once(
-                    async move { error_event(&e) },
-                )));
+                return Ok(Opened::Expired(error_event(&e)));
             }
             n
         }
@@ -474,27 +538,18 @@ pub async fn open(
             Source::Store(reg.store.watch(&w.prefix, after).map_err(ApiError::from)?),
         ),
     };
-    let bookmarks = q.allow_watch_bookmarks.then(|| {
-        let start = tokio::time::Instant::now() + BOOKMARK_EVERY;
-        tokio::time::interval_at(start, BOOKMARK_EVERY)
-    });
     let feed = Feed {
         w,
         initial: initial.into_iter(),
         initial_end: send_initial.then_some(after),
         replay: replay.into_iter(),
         source,
-        deadline: Box::pin(tokio::time::sleep(watch_timeout(q))),
-        bookmarks,
+        deadline_at: tokio::time::Instant::now() + watch_timeout(q),
+        bookmarks_allowed: q.allow_watch_bookmarks,
+        timers: None,
         done: false,
     };
-    Ok(Box::pin(futures::stream::unfold(
-        feed,
-        |mut feed| async move {
-            let chunk = feed.next_chunk().await?;
-            Some((chunk, feed))
-        },
-    )))
+    Ok(Opened::Feed(Box::new(feed)))
 }
 
 /// Serve a watch request.
@@ -504,9 +559,45 @@ pub async fn serve(
     q: Query,
     format: ResponseFormat,
 ) -> ApiResult<Response> {
-    let body = open(&reg, &rr, &q, format).await?;
-    Ok(streaming_response(body))
+    let opened = open_feed(&reg, &rr, &q, format).await?;
+    let cache = reg.cache(rr.rt).cloned();
+    match (opened, cache) {
+        (Opened::Feed(feed), Some(cache)) if feed.fed_by_cache() => {
+            // The connection may hand this feed to the hub thread instead of
+            // polling the body (see `direct`); the body takes it otherwise.
+            let slot = Detachable {
+                feed: Arc::new(parking_lot::Mutex::new(Some(feed))),
+                cache,
+            };
+            let taken = slot.feed.clone();
+            let body = futures::stream::once(async move { taken.lock().take() })
+                .filter_map(futures::future::ready)
+                .flat_map(|feed| Opened::Feed(feed).into_stream());
+            let mut r = streaming_response(body);
+            r.extensions_mut().insert(slot);
+            Ok(r)
+        }
+        (opened, _) => Ok(streaming_response(opened.into_stream())),
+    }
 }
+
+/// A watch response's feed, which whoever serves the connection can take
+/// instead of polling the body: the HTTP/1.1 connections of [`direct`] hand it
+/// to the [`hub`] thread.
+#[derive(Clone)]
+pub struct Detachable {
+    feed: Arc<parking_lot::Mutex<Option<Box<Feed>>>>,
+    cache: Arc<WatchCache>,
+}
+
+impl Detachable {
+    fn take(&self) -> Option<Box<Feed>> {
+        self.feed.lock().take()
+    }
+}
+
+pub mod direct;
+mod hub;
 
 #[cfg(test)]
 mod tests;

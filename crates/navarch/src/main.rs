@@ -162,6 +162,10 @@ struct ServerArgs {
     /// Do not run the controllers in this process.
     #[arg(long)]
     disable_controllers: bool,
+    /// Serve HTTP/1.1 watches through hyper like other requests, not from the
+    /// watch hub thread (to compare the two: `bench/apiserver.sh`).
+    #[arg(long)]
+    disable_watch_hub: bool,
     /// Log filter (e.g. `info`, `navarch_apiserver=debug`).
     #[arg(long, default_value = "info", env = "NAVARCH_LOG")]
     log: String,
@@ -229,6 +233,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         bind_address: args.bind_address,
         https_port: args.https_port,
         tls_sans: args.tls_sans.clone(),
+        watch_hub: !args.disable_watch_hub,
     };
     let running = navarch_apiserver::start(cfg, store).await?;
     let client = navarch_controllers::client_from_kubeconfig(&running.kubeconfig).await?;

@@ -195,15 +195,21 @@ fn finalizers_hold_deletion() {
     );
 }
 
-fn curl(c: &Cluster, args: &[&str]) -> (String, String) {
+/// curl with the admin's client certificate.
+fn curl_cmd(c: &Cluster) -> std::process::Command {
     let pki = c.data_dir().join("pki");
-    let out = std::process::Command::new("curl")
-        .args(["-s", "--cacert"])
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-s", "--cacert"])
         .arg(pki.join("ca.crt"))
         .arg("--cert")
         .arg(pki.join("admin.crt"))
         .arg("--key")
-        .arg(pki.join("admin.key"))
+        .arg(pki.join("admin.key"));
+    cmd
+}
+
+fn curl(c: &Cluster, args: &[&str]) -> (String, String) {
+    let out = curl_cmd(c)
         .args(["-w", "\n%{http_code}"])
         .args(args)
         .output()
@@ -545,4 +551,133 @@ fn managed_fields_record_update_operations() {
         status["fieldsV1"]["f:status"]["f:message"].is_object(),
         "{status}"
     );
+}
+
+/// HTTP/1.1 watches (the Python client's, curl's with `--http1.1`) are served
+/// by the watch hub thread: events arrive live, selectors apply, the body ends
+/// cleanly at the timeout, and errors keep their `Status` shape.
+#[test]
+fn http1_watches_are_served_by_the_watch_hub() {
+    let c = Cluster::start();
+    let base = format!(
+        "https://127.0.0.1:{}/api/v1/namespaces/default/configmaps",
+        c.port
+    );
+    c.ok(&["create", "configmap", "before", "--from-literal=a=b"]);
+    let watch = |query: &str| {
+        curl_cmd(&c)
+            .args(["-N", "-i", "--http1.1"])
+            .arg(format!("{base}?watch=true&timeoutSeconds=4&{query}"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("curl")
+    };
+    // All configmaps from the start, and only the labelled ones.
+    let all = watch("");
+    let web = watch("labelSelector=app%3Dweb");
+    std::thread::sleep(Duration::from_millis(800));
+    c.ok(&["create", "configmap", "plain", "--from-literal=a=b"]);
+    c.ok(&["create", "configmap", "labelled", "--from-literal=a=b"]);
+    c.ok(&["label", "configmap", "labelled", "app=web"]);
+    c.ok(&["delete", "configmap", "labelled"]);
+    let events = |child: std::process::Child| {
+        let out = child.wait_with_output().expect("curl ends");
+        // curl fails (18) when a chunked body does not end properly.
+        assert!(out.status.success(), "curl: {:?}", out.status);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.contains("Connection: close"),
+            "served by the hub: {head}"
+        );
+        body.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("one event per line");
+                format!(
+                    "{} {}",
+                    v["type"].as_str().unwrap_or(""),
+                    v["object"]["metadata"]["name"].as_str().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let all = events(all);
+    assert_eq!(
+        all,
+        [
+            "ADDED before",
+            "ADDED plain",
+            "ADDED labelled",
+            "MODIFIED labelled",
+            "DELETED labelled"
+        ],
+        "{all:?}"
+    );
+    assert_eq!(
+        events(web),
+        ["ADDED labelled", "DELETED labelled"],
+        "the selector's view"
+    );
+    // A bad watch still gets its Status, over the same path.
+    let (b, code) = curl(
+        &c,
+        &[
+            "--http1.1",
+            &format!("{base}?watch=true&resourceVersion=abc"),
+        ],
+    );
+    assert_eq!(code, "400", "{b}");
+    let v: serde_json::Value = serde_json::from_str(&b).expect("a Status");
+    assert_eq!(v["kind"], "Status", "{b}");
+    // Plain requests on HTTP/1.1 still go to hyper (kept alive, no close),
+    // and a watch after one on the same connection still goes to the hub.
+    let out = curl_cmd(&c)
+        .args(["-v", "-i", "--http1.1"])
+        .arg(format!("{base}/plain"))
+        .arg(format!(
+            "{base}?watch=true&timeoutSeconds=1&fieldSelector=metadata.name%3Dplain"
+        ))
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "curl: {:?}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("Re-using existing connection"), "{log}");
+    let second = text
+        .match_indices("HTTP/1.1 200")
+        .nth(1)
+        .expect("two responses")
+        .0;
+    let (get, watch) = text.split_at(second);
+    assert!(
+        !get.to_ascii_lowercase().contains("connection: close"),
+        "{get}"
+    );
+    assert!(get.contains("\"name\":\"plain\""), "{get}");
+    assert!(
+        watch.to_ascii_lowercase().contains("connection: close"),
+        "{watch}"
+    );
+    assert!(watch.contains("{\"type\":\"ADDED\""), "{watch}");
+
+    // The real kubectl on HTTP/1.1 (client-go's DISABLE_HTTP2): a list, then
+    // the watch on the same connection.
+    let mut kw = c.kubectl_cmd();
+    kw.env("DISABLE_HTTP2", "1")
+        .args(["get", "configmaps", "-w", "--request-timeout=20s"])
+        .stdout(std::process::Stdio::piped());
+    let mut kw = kw.spawn().expect("kubectl");
+    std::thread::sleep(Duration::from_millis(1500));
+    c.ok(&[
+        "create",
+        "configmap",
+        "from-kubectl-h1",
+        "--from-literal=a=b",
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = kw.kill();
+    let out = kw.wait_with_output().expect("kubectl ends");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("from-kubectl-h1"), "{text}");
 }
