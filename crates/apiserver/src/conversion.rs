@@ -49,6 +49,12 @@ fn rename(obj: &Map<String, Value>, to_events_k8s_io: bool) -> Map<String, Value
     out
 }
 
+/// Whether objects of `rt` may be stored in another version than served
+/// (then [`to_version`] has work to do).
+pub fn converts(rt: &ResourceType) -> bool {
+    rt.kind == "Event"
+}
+
 /// Present `obj` in `rt`'s version (a no-op unless the stored version differs).
 pub fn to_version(rt: &ResourceType, obj: Value) -> Value {
     let stored = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");

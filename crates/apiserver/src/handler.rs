@@ -190,7 +190,8 @@ async fn handle_inner(
                 return crate::streaming::serve(&app, &rr, req).await;
             }
             let format = request::response_format(accept.as_deref());
-            let headers = req.headers().clone();
+            let (parts, body) = req.into_parts();
+            let headers = parts.headers;
             if matches!(rr.verb, Verb::Watch) {
                 return watch::serve(app.registry.clone(), rr, query, format).await;
             }
@@ -205,7 +206,7 @@ async fn handle_inner(
             }
             let body = match method {
                 Method::GET => Bytes::new(),
-                _ => body::read_limited(req.into_body()).await?,
+                _ => body::read_limited(body).await?,
             };
             resource(&app, rr, query, format, &headers, body).await
         }
@@ -347,6 +348,13 @@ async fn resource(
                     ))
                 }
             }
+        }
+        (Verb::Get, None) | (Verb::Get, Some(Subresource::Status))
+            if format == ResponseFormat::Json =>
+        {
+            let name = rr.name.as_deref().unwrap_or("");
+            let b = reg.get_json(rt, ns, name).await?;
+            Ok(bytes_response("application/json", b))
         }
         (Verb::Get, None) | (Verb::Get, Some(Subresource::Status)) => {
             let name = rr.name.as_deref().unwrap_or("");

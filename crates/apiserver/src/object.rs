@@ -133,3 +133,130 @@ mod tests {
         assert_eq!(serde_json::to_string(&Stored(&json!(3))).unwrap(), "3");
     }
 }
+
+/// The API form of a stored object as bytes, without decoding it: the stored
+/// JSON (as [`Stored`] wrote it) with `metadata.resourceVersion` added last,
+/// as decoding and encoding again would give. `None` when the bytes are not
+/// the compact object this expects (the caller then decodes).
+pub fn stored_with_resource_version(stored: &[u8], revision: i64) -> Option<bytes::Bytes> {
+    let close = metadata_close(stored)?;
+    let empty = stored.get(close.checked_sub(1)?) == Some(&b'{');
+    let rv = format!(
+        "{}\"resourceVersion\":\"{revision}\"",
+        if empty { "" } else { "," }
+    );
+    let mut out = Vec::with_capacity(stored.len() + rv.len());
+    out.extend_from_slice(&stored[..close]);
+    out.extend_from_slice(rv.as_bytes());
+    out.extend_from_slice(&stored[close..]);
+    Some(out.into())
+}
+
+/// Where the top-level `metadata` object of compact JSON `b` closes.
+fn metadata_close(b: &[u8]) -> Option<usize> {
+    if b.first() != Some(&b'{') {
+        return None;
+    }
+    let mut i = 1;
+    loop {
+        let key_end = skip_string(b, i)?;
+        if b.get(key_end) != Some(&b':') {
+            return None;
+        }
+        let value = key_end + 1;
+        let end = skip_value(b, value)?;
+        if &b[i..key_end] == b"\"metadata\"" {
+            return (b.get(value) == Some(&b'{')).then_some(end - 1);
+        }
+        match b.get(end) {
+            Some(b',') => i = end + 1,
+            _ => return None,
+        }
+    }
+}
+
+/// The index after the JSON string starting at `i`.
+fn skip_string(b: &[u8], i: usize) -> Option<usize> {
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let mut j = i + 1;
+    while j < b.len() {
+        match b[j] {
+            b'\\' => j += 2,
+            b'"' => return Some(j + 1),
+            _ => j += 1,
+        }
+    }
+    None
+}
+
+/// The index after the compact JSON value starting at `i`.
+fn skip_value(b: &[u8], i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => skip_string(b, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            while j < b.len() {
+                match b[j] {
+                    b'"' => {
+                        j = skip_string(b, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            None
+        }
+        _ => {
+            let n = b[i..]
+                .iter()
+                .position(|c| matches!(c, b',' | b'}' | b']'))?;
+            Some(i + n)
+        }
+    }
+}
+
+#[cfg(test)]
+mod stored_tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The spliced bytes are what decoding and encoding again gives.
+    #[test]
+    fn resource_version_is_spliced_as_decoding_would_add_it() {
+        for obj in [
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "resourceVersion": "3", "labels": {"x": "}{\"]"}}, "data": {"metadata": "{"}}),
+            json!({"spec": {"template": {"metadata": {"labels": {"a": "b"}}}}, "metadata": {"name": "d"}, "kind": "Deployment"}),
+            json!({"kind": "X", "metadata": {}, "n": [1, 2.5, null, true, {"a": []}], "s": "\\\"q"}),
+        ] {
+            let stored = serde_json::to_vec(&Stored(&obj)).unwrap();
+            let fast = stored_with_resource_version(&stored, 42).expect("spliced");
+            let slow = crate::watchcache::decode_stored(&stored, 42).unwrap();
+            assert_eq!(&fast[..], &serde_json::to_vec(&slow).unwrap()[..], "{obj}");
+        }
+    }
+
+    #[test]
+    fn unexpected_shapes_fall_back() {
+        for b in [
+            &b""[..],
+            b"[]",
+            b"{\"kind\":\"X\"}",
+            b"{\"metadata\":\"x\"}",
+            b"{\"metadata\":{\"name\":\"a\"",
+            b"{ \"metadata\":{}}",
+        ] {
+            assert!(stored_with_resource_version(b, 1).is_none(), "{b:?}");
+        }
+    }
+}

@@ -168,6 +168,31 @@ impl Registry {
         }
     }
 
+    /// An object's JSON as a get returns it, without decoding it when its
+    /// stored form is already the served one (no version conversion).
+    pub async fn get_json(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+    ) -> ApiResult<Bytes> {
+        let kv = self
+            .store
+            .get(&rt.key(ns, name))
+            .await?
+            .ok_or_else(|| ApiError::not_found(rt, name))?;
+        if !crate::conversion::converts(rt) {
+            if let Some(b) = crate::object::stored_with_resource_version(&kv.value, kv.mod_revision)
+            {
+                return Ok(b);
+            }
+        }
+        let v = crate::conversion::to_version(rt, self.decode(&kv)?);
+        serde_json::to_vec(&v)
+            .map(Bytes::from)
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
     pub async fn get_kv_pub(
         &self,
         rt: &ResourceType,
