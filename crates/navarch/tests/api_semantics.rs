@@ -680,4 +680,28 @@ fn http1_watches_are_served_by_the_watch_hub() {
     let out = kw.wait_with_output().expect("kubectl ends");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("from-kubectl-h1"), "{text}");
+
+    // A client that goes away loses its watch: the hub closes its side (no
+    // socket of the server's port left waiting in CLOSE_WAIT).
+    let close_wait = || {
+        let out = std::process::Command::new("ss")
+            .args(["-tnH", "state", "close-wait"])
+            .arg(format!("( sport = :{} )", c.port))
+            .output()
+            .expect("ss (iproute2, installed by scripts/setup.sh)");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let mut gone = curl_cmd(&c)
+        .args(["-N", "--http1.1"])
+        .arg(format!("{base}?watch=true&timeoutSeconds=60"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("curl");
+    std::thread::sleep(Duration::from_millis(800));
+    let _ = gone.kill();
+    let _ = gone.wait();
+    assert!(
+        eventually(Duration::from_secs(5), || (close_wait() == 0).then_some(())).is_some(),
+        "the server still holds the watch of a client that left"
+    );
 }
