@@ -40,6 +40,10 @@ const LIVENESS: Duration = Duration::from_secs(1);
 /// behind loses its watch (and resumes from its last resourceVersion).
 const MAX_OWED: usize = 16 * 1024 * 1024;
 
+/// How long an ended watch may take to write its last bytes before its
+/// connection is dropped anyway (a client that stopped reading).
+const CLOSING_GRACE: Duration = Duration::from_secs(30);
+
 /// The chunk that ends a chunked body.
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
@@ -95,7 +99,7 @@ impl Hub {
             owed: BytesMut::new(),
             deadline,
             next_bookmark,
-            closing: false,
+            closing: None,
         };
         let _ = self.tx.send(Cmd::Add(Box::new(entry)));
     }
@@ -137,8 +141,9 @@ struct Entry {
     owed: BytesMut,
     deadline: Instant,
     next_bookmark: Option<Instant>,
-    /// The body has ended; the connection closes once everything is written.
-    closing: bool,
+    /// The body has ended (since then); the connection closes once
+    /// everything is written.
+    closing: Option<Instant>,
 }
 
 /// What to do with an entry after serving it.
@@ -151,7 +156,7 @@ enum Keep {
 impl Entry {
     /// Write every live event waiting for this watcher.
     fn pump(&mut self) -> Keep {
-        if !self.closing {
+        if self.closing.is_none() {
             if let Some(b) = self.feed.ready_chunk() {
                 self.queue_chunk(&b);
             }
@@ -168,7 +173,13 @@ impl Entry {
         if check && !self.alive() {
             return Keep::No;
         }
-        if !self.closing {
+        if self
+            .closing
+            .is_some_and(|since| now.duration_since(since) > CLOSING_GRACE)
+        {
+            return Keep::No;
+        }
+        if self.closing.is_none() {
             if now >= self.deadline {
                 self.finish();
             } else if self.next_bookmark.is_some_and(|t| now >= t) {
@@ -177,7 +188,7 @@ impl Entry {
                 self.queue_chunk(&b);
             }
         }
-        if self.closing || self.tls.wants_write() || !self.owed.is_empty() {
+        if self.closing.is_some() || self.tls.wants_write() || !self.owed.is_empty() {
             return self.flush();
         }
         Keep::Yes
@@ -205,7 +216,7 @@ impl Entry {
     /// End the body and the TLS session.
     fn finish(&mut self) {
         self.queue(&[LAST_CHUNK]);
-        self.closing = true;
+        self.closing = Some(Instant::now());
     }
 
     /// Write what rustls holds and what is owed, as far as the socket takes it.
@@ -228,7 +239,7 @@ impl Entry {
                 Ok(n) => self.owed.advance(n),
             }
         }
-        if self.closing {
+        if self.closing.is_some() {
             // Everything is out: say goodbye and close.
             self.tls.send_close_notify();
             while self.tls.wants_write() {
