@@ -583,7 +583,7 @@ pub async fn serve(
 
 /// A watch response's feed, which whoever serves the connection can take
 /// instead of polling the body: the HTTP/1.1 connections of [`direct`] hand it
-/// to the [`hub`] thread.
+/// to the watch hub thread (`watch/hub.rs`).
 #[derive(Clone)]
 pub struct Detachable {
     feed: Arc<parking_lot::Mutex<Option<Box<Feed>>>>,

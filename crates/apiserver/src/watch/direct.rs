@@ -4,7 +4,7 @@
 //! every earlier response; then the connection is taken from hyper, the watch
 //! is answered here, and once the response head and the backlog are written,
 //! the connection itself (socket and TLS session) goes to the
-//! [`hub`](super::hub) thread, which writes its live events.
+//! watch hub thread (`watch/hub.rs`), which writes its live events.
 //!
 //! Everything else (HTTP/2, other requests, a watch pipelined with more
 //! requests) stays with hyper. A watch is still handled by
@@ -47,7 +47,7 @@ impl DirectWatches {
         Ok(DirectWatches { hub: Hub::start()? })
     }
 
-    /// Serve `req` (a watch, see [`watch_request`]) on `tls`, which then
+    /// Serve `req` (a watch the [`Sniffer`] handed over) on `tls`, which then
     /// belongs to the hub or is closed.
     pub async fn serve(
         &self,
