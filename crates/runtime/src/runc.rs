@@ -716,6 +716,8 @@ impl crate::ContainerRuntime for RuncRuntime {
 }
 
 /// Best-effort removal of a pod's cgroup directories (runc leaves the parents).
+/// A cgroup whose last processes are still exiting is busy for a moment (and
+/// so is its parent): each is retried for up to [`CGROUP_REMOVE_WAIT`].
 fn remove_pod_cgroups(parent: &str) {
     let rel = parent.trim_matches('/');
     if rel.is_empty() {
@@ -728,9 +730,39 @@ fn remove_pod_cgroups(parent: &str) {
     for e in rd.flatten() {
         candidates.push(e.path().join(rel));
     }
+    let deadline = std::time::Instant::now() + CGROUP_REMOVE_WAIT;
     for c in candidates {
         if c.is_dir() {
-            let _ = std::fs::remove_dir(&c);
+            remove_cgroup_tree(&c, deadline);
+        }
+    }
+}
+
+/// How long removing a pod's cgroups waits for exiting processes.
+const CGROUP_REMOVE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Remove a cgroup and the cgroups below it (children first).
+fn remove_cgroup_tree(dir: &Path, deadline: std::time::Instant) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&e.path(), deadline);
+            }
+        }
+    }
+    loop {
+        match std::fs::remove_dir(dir) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBUSY)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::debug!(cgroup = %dir.display(), error = %e, "cannot remove a pod cgroup");
+                return;
+            }
+            _ => return,
         }
     }
 }
