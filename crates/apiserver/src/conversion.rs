@@ -57,6 +57,9 @@ pub fn converts(rt: &ResourceType) -> bool {
 
 /// Present `obj` in `rt`'s version (a no-op unless the stored version differs).
 pub fn to_version(rt: &ResourceType, obj: Value) -> Value {
+    if !converts(rt) {
+        return obj;
+    }
     let stored = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     if stored == rt.api_version || stored.is_empty() {
         return obj;

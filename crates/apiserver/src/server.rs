@@ -54,14 +54,15 @@ pub async fn serve(
                 .and_then(|c| pki::identity_from_cert(c))
                 .map(|(name, groups)| User { name, groups });
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let flight = Arc::new(Flight::default());
+            // Responses in flight matter only to a followed HTTP/1.1 connection.
+            let flight = (direct.is_some() && !h2).then(|| Arc::new(Flight::default()));
             let (app2, user2) = (app.clone(), user.clone());
             let svc = {
                 let flight = flight.clone();
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let app = app.clone();
                     let user = user.clone();
-                    let guard = flight.start();
+                    let guard = flight.as_ref().map(|f| f.start());
                     async move {
                         let req = req.map(axum::body::Body::new);
                         let resp = handler::handle(app, user, req).await;
@@ -71,9 +72,9 @@ pub async fn serve(
             };
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder.http2().max_concurrent_streams(1000);
-            let result = match (&direct, h2) {
+            let result = match (&direct, flight) {
                 // HTTP/1.1: watches may leave for the watch hub.
-                (Some(direct), false) => {
+                (Some(direct), Some(flight)) => {
                     let (tx, mut rx) = oneshot::channel();
                     let io = TokioIo::new(Sniffer::new(tls, flight, tx));
                     let r = builder.serve_connection_with_upgrades(io, svc).await;

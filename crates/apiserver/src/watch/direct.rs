@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_rustls::server::TlsStream;
 
-use super::hub::{Conn, Hub};
+use super::hub::{chunk_head, Conn, Hub, LAST_CHUNK};
 use super::Detachable;
 use crate::auth::User;
 use crate::handler::{self, App};
@@ -94,7 +94,7 @@ impl DirectWatches {
                         }
                     }
                 }
-                let _ = tls.write_all(b"0\r\n\r\n").await;
+                let _ = tls.write_all(LAST_CHUNK).await;
                 let _ = tls.shutdown().await;
             }
         }
@@ -222,7 +222,7 @@ async fn write_chunk<S: AsyncWrite + Unpin>(s: &mut S, data: &Bytes) -> io::Resu
         return Ok(());
     }
     let mut framed = Vec::with_capacity(data.len() + 16);
-    framed.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    framed.extend_from_slice(chunk_head(data.len()).as_bytes());
     framed.extend_from_slice(data);
     framed.extend_from_slice(b"\r\n");
     s.write_all(&framed).await
@@ -267,14 +267,14 @@ impl Drop for FlightGuard {
 }
 
 /// A response body that keeps its response in flight until hyper is done
-/// with it.
+/// with it (when its connection is followed: no guard otherwise).
 pub struct Guarded<B> {
     body: B,
-    _guard: FlightGuard,
+    _guard: Option<FlightGuard>,
 }
 
 impl<B> Guarded<B> {
-    pub fn new(body: B, guard: FlightGuard) -> Guarded<B> {
+    pub fn new(body: B, guard: Option<FlightGuard>) -> Guarded<B> {
         Guarded {
             body,
             _guard: guard,
@@ -474,18 +474,11 @@ fn gone() -> io::Error {
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Sniffer<S> {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let Some(s) = &mut self.inner else {
-            return Poll::Ready(Err(gone()));
-        };
-        let r = ready!(Pin::new(s).poll_write(cx, buf));
-        if matches!(r, Ok(n) if n > 0) {
-            self.dirty = true;
-        }
-        Poll::Ready(r)
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(

@@ -45,7 +45,13 @@ const MAX_OWED: usize = 16 * 1024 * 1024;
 const CLOSING_GRACE: Duration = Duration::from_secs(30);
 
 /// The chunk that ends a chunked body.
-const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+pub(super) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// What goes before `len` bytes of data in a chunked body (and `\r\n`
+/// after them). No data is no chunk: an empty one would end the body.
+pub(super) fn chunk_head(len: usize) -> String {
+    format!("{len:x}\r\n")
+}
 
 /// A watch connection taken over from the runtime: its socket (non-blocking)
 /// and its TLS session.
@@ -196,7 +202,10 @@ impl Entry {
 
     /// `data` as one chunk of the body: one TLS record run, when rustls has room.
     fn queue_chunk(&mut self, data: &[u8]) {
-        let head = format!("{:x}\r\n", data.len());
+        if data.is_empty() {
+            return;
+        }
+        let head = chunk_head(data.len());
         self.queue(&[head.as_bytes(), data, b"\r\n"]);
     }
 
